@@ -1,0 +1,61 @@
+//! FlowTrack's PostgreSQL extension.
+//!
+//! The extension owns functions, never tenant data: tables live in the ordered
+//! migrations under `sql/`, so `pg_dump` keeps everything. Each module here is
+//! one concern, exposed as a small set of SQL functions in the `flowtrack`
+//! schema.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod crypto;
+mod error;
+mod guc;
+mod tenancy;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
+/// The extension's build version, so operators can tell which binary a
+/// database is running.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+extension_sql!(
+    r#"
+COMMENT ON SCHEMA flowtrack IS
+  'FlowTrack extension functions: tenancy helpers, crypto, graph engine, quotas. Owns no tenant data.';
+COMMENT ON FUNCTION flowtrack.version() IS
+  'Version of the loaded flowtrack extension binary.';
+"#,
+    name = "comments_lib",
+    requires = [version]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn version_is_callable_from_sql() {
+        let v = Spi::get_one::<String>("SELECT flowtrack.version()").unwrap();
+        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

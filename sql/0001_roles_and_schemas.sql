@@ -1,0 +1,68 @@
+-- Roles in PostgREST's model, the schemas that draw the API boundary, and the
+-- extensions. Runs as superuser; every later file creates objects as
+-- flowtrack_owner.
+
+-- Roles are cluster-wide, so create them only when missing.
+DO $$
+DECLARE
+    spec text[];
+BEGIN
+    FOREACH spec SLICE 1 IN ARRAY ARRAY[
+        ['flowtrack_owner',  'NOLOGIN NOINHERIT'],
+        ['authenticator',    'LOGIN NOINHERIT'],
+        ['anon',             'NOLOGIN'],
+        ['authenticated',    'NOLOGIN'],
+        ['flowtrack_worker', 'LOGIN NOINHERIT']
+    ] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = spec[1]) THEN
+            EXECUTE format('CREATE ROLE %I %s', spec[1], spec[2]);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON ROLE flowtrack_owner IS 'Owns FlowTrack tables and functions; not a superuser, subject to FORCE ROW LEVEL SECURITY.';
+COMMENT ON ROLE authenticator IS 'PostgREST login role; switches to anon or authenticated per request.';
+COMMENT ON ROLE anon IS 'Requests without a JWT: public form and webhook entry points only.';
+COMMENT ON ROLE authenticated IS 'Requests with a verified JWT; confined to its workspace by RLS.';
+COMMENT ON ROLE flowtrack_worker IS 'The side-effect worker: claims jobs and reports outcomes through internal functions.';
+
+GRANT anon, authenticated TO authenticator;
+
+-- PUBLIC must not execute functions it was never granted.
+ALTER DEFAULT PRIVILEGES FOR ROLE flowtrack_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+
+CREATE SCHEMA api AUTHORIZATION flowtrack_owner;
+COMMENT ON SCHEMA api IS 'The schema PostgREST exposes: tenant tables under RLS and RPC functions. Everything here is public API.';
+
+CREATE SCHEMA auth AUTHORIZATION flowtrack_owner;
+COMMENT ON SCHEMA auth IS 'Request authentication (PostgREST pre-request hook); callable by API roles, not exposed over HTTP.';
+
+CREATE SCHEMA internal AUTHORIZATION flowtrack_owner;
+COMMENT ON SCHEMA internal IS 'Internals: job queue, secrets, idempotency, maintenance. API roles cannot reach it.';
+
+CREATE SCHEMA partitions AUTHORIZATION flowtrack_owner;
+COMMENT ON SCHEMA partitions IS 'Partitions of time-partitioned tables. Reached only through their parents.';
+
+CREATE EXTENSION IF NOT EXISTS flowtrack;
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+CREATE EXTENSION IF NOT EXISTS citext;
+
+-- Policies call the tenancy readers as the requesting role.
+GRANT USAGE ON SCHEMA flowtrack TO anon, authenticated, flowtrack_worker, flowtrack_owner;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA flowtrack FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    flowtrack.version(),
+    flowtrack.jwt_claim(text),
+    flowtrack.current_user_id(),
+    flowtrack.current_workspace_id(),
+    flowtrack.current_workspace_role()
+TO anon, authenticated, flowtrack_worker, flowtrack_owner;
+GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) TO flowtrack_owner;
+
+GRANT USAGE ON SCHEMA api TO anon, authenticated;
+GRANT USAGE ON SCHEMA auth TO anon, authenticated;
+GRANT USAGE ON SCHEMA internal TO flowtrack_worker;
+
+-- pg_cron jobs are scheduled by the migrations' superuser; the owner may read them.
+GRANT USAGE ON SCHEMA cron TO flowtrack_owner;

@@ -1,0 +1,102 @@
+-- Billing: subscriptions with Stripe ids and anniversary periods, the live
+-- quota counters, and the per-event usage log (time-partitioned).
+SET LOCAL ROLE flowtrack_owner;
+
+CREATE TABLE api.subscriptions (
+    id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id           uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    plan_id                uuid NOT NULL REFERENCES api.subscription_plans (id),
+    status                 text NOT NULL DEFAULT 'active'
+                           CHECK (status IN ('trialing', 'active', 'past_due', 'canceled', 'unpaid', 'incomplete')),
+    stripe_customer_id     text,
+    stripe_subscription_id text UNIQUE,
+    anchor_at              timestamptz NOT NULL DEFAULT now(),
+    current_period_start   timestamptz NOT NULL DEFAULT now(),
+    current_period_end     timestamptz NOT NULL DEFAULT now() + interval '1 month',
+    cancel_at_period_end   boolean NOT NULL DEFAULT false,
+    canceled_at            timestamptz,
+    trial_ends_at          timestamptz,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    CHECK (current_period_end > current_period_start)
+);
+CREATE UNIQUE INDEX subscriptions_one_live ON api.subscriptions (workspace_id) WHERE status <> 'canceled';
+CREATE INDEX subscriptions_workspace_id ON api.subscriptions (workspace_id);
+CREATE INDEX subscriptions_plan_id ON api.subscriptions (plan_id);
+CREATE INDEX subscriptions_period_end ON api.subscriptions (current_period_end) WHERE status <> 'canceled';
+COMMENT ON TABLE api.subscriptions IS
+  'A workspace''s plan subscription. Periods follow the anniversary (anchor_at): each period is anchor + n months.';
+COMMENT ON COLUMN api.subscriptions.anchor_at IS 'Billing anniversary; periods are [anchor + n months, anchor + n+1 months).';
+CREATE TRIGGER touch BEFORE UPDATE ON api.subscriptions FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
+
+CREATE TABLE api.usage_quotas (
+    workspace_id            uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    quota_key               text NOT NULL REFERENCES api.quota_keys (key),
+    period_start            timestamptz NOT NULL,
+    period_end              timestamptz NOT NULL,
+    used                    bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    limit_value             bigint CHECK (limit_value >= 0),
+    hard_limit              bigint CHECK (hard_limit >= limit_value),
+    soft_limit_reached_at   timestamptz,
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, quota_key),
+    CHECK (period_end > period_start),
+    CONSTRAINT usage_within_hard_limit CHECK (hard_limit IS NULL OR used <= hard_limit)
+);
+CREATE INDEX usage_quotas_quota_key ON api.usage_quotas (quota_key);
+CREATE INDEX usage_quotas_period_end ON api.usage_quotas (period_end);
+COMMENT ON TABLE api.usage_quotas IS
+  'Live counter per workspace and quota key for the current period. One row, updated in place: a quota check costs one row update.';
+COMMENT ON COLUMN api.usage_quotas.limit_value IS 'The plan''s limit; NULL is unlimited. Crossing it records a soft-limit event once per period.';
+COMMENT ON COLUMN api.usage_quotas.hard_limit IS 'floor(limit_value * (1 + overage_buffer)): usage is refused beyond this.';
+
+CREATE TABLE internal.usage_quota_history (
+    workspace_id uuid NOT NULL,
+    quota_key    text NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end   timestamptz NOT NULL,
+    used         bigint NOT NULL,
+    limit_value  bigint,
+    closed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, quota_key, period_start)
+);
+COMMENT ON TABLE internal.usage_quota_history IS 'Closed periods of usage_quotas, written at rollover.';
+
+CREATE TABLE api.usage_events (
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    workspace_id    uuid NOT NULL,
+    quota_key       text NOT NULL,
+    event_type      text NOT NULL DEFAULT 'consumed'
+                    CHECK (event_type IN ('consumed', 'released', 'soft_limit_reached', 'refused', 'reconciled')),
+    amount          bigint NOT NULL,
+    idempotency_key text,
+    period_start    timestamptz NOT NULL,
+    metadata        jsonb NOT NULL DEFAULT '{}',
+    occurred_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE INDEX usage_events_workspace_period ON api.usage_events (workspace_id, quota_key, period_start);
+CREATE INDEX usage_events_occurred_at ON api.usage_events (occurred_at);
+COMMENT ON TABLE api.usage_events IS
+  'One row per billable event (and per soft-limit crossing). Partitioned monthly by occurred_at; reconciliation sums it.';
+
+-- Idempotency keys for consume_quota. Not partitioned, so uniqueness holds
+-- across months; pruned after 45 days by the maintenance job.
+CREATE TABLE internal.usage_idempotency (
+    workspace_id    uuid NOT NULL,
+    quota_key       text NOT NULL,
+    idempotency_key text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    amount          bigint NOT NULL,
+    used_after      bigint NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, quota_key, idempotency_key)
+);
+CREATE INDEX usage_idempotency_created_at ON internal.usage_idempotency (created_at);
+COMMENT ON TABLE internal.usage_idempotency IS 'Keys already counted by consume_quota, so a replay never counts twice.';
+
+SELECT flowtrack.enable_tenant_isolation('api.subscriptions'::regclass, ARRAY['owner']);
+SELECT flowtrack.enable_tenant_isolation('api.usage_quotas'::regclass, ARRAY['owner']);
+SELECT flowtrack.enable_tenant_isolation('api.usage_events'::regclass, ARRAY['owner']);
+
+-- Billing is read by every member and written only through functions.
+GRANT SELECT ON api.subscriptions, api.usage_quotas, api.usage_events TO authenticated;

@@ -1,0 +1,171 @@
+-- The request hook PostgREST runs before every request, and the RPC surface
+-- of the foundation: who am I, quota check and metering.
+-- Load the extension library so flowtrack.* settings are defined before
+-- functions name them in SET clauses.
+SELECT flowtrack.version();
+SET LOCAL ROLE flowtrack_owner;
+
+-- PostgREST verifies the JWT signature; this verifies that what the token
+-- claims is still true in the database: the user exists, belongs to the
+-- claimed workspace, with the claimed role. Unknown workspace and
+-- non-membership get the same answer, so nothing leaks about other tenants.
+CREATE FUNCTION auth.check_request()
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    role_claim text := flowtrack.jwt_claim('role');
+    sub uuid := flowtrack.current_user_id();
+    ws_claim text := flowtrack.jwt_claim('workspace_id');
+    ws uuid := flowtrack.current_workspace_id();
+    role_wanted text := flowtrack.jwt_claim('workspace_role');
+BEGIN
+    IF current_user = 'anon' OR role_claim IS NULL OR role_claim = 'anon' THEN
+        RETURN;
+    END IF;
+    IF sub IS NULL THEN
+        RAISE EXCEPTION 'JWT: the sub claim must be a user id (uuid)'
+            USING ERRCODE = 'PT401', HINT = 'Sign in again to get a fresh token.';
+    END IF;
+    IF ws_claim IS NULL THEN
+        IF role_wanted IS NOT NULL THEN
+            RAISE EXCEPTION 'JWT: workspace_role given without workspace_id'
+                USING ERRCODE = 'PT403', HINT = 'A token names a workspace and the role held in it, or neither.';
+        END IF;
+        RETURN;
+    END IF;
+    IF ws IS NULL OR flowtrack.current_workspace_role() IS NULL THEN
+        RAISE EXCEPTION 'JWT: workspace_id and workspace_role must be a uuid and one of owner, admin, member, viewer'
+            USING ERRCODE = 'PT403', HINT = 'Sign in to the workspace again.';
+    END IF;
+    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'viewer', true);
+    IF NOT EXISTS (
+        SELECT 1
+          FROM api.workspace_members m
+          JOIN api.workspaces w ON w.id = m.workspace_id AND w.deleted_at IS NULL
+          JOIN api.users u ON u.id = m.user_id AND u.deleted_at IS NULL
+         WHERE m.workspace_id = ws AND m.user_id = sub AND m.role = role_wanted) THEN
+        RAISE EXCEPTION 'workspace_id: you are not a % of this workspace', role_wanted
+            USING ERRCODE = 'PT403', HINT = 'Ask the workspace owner for access, or sign in to a workspace you belong to.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION auth.check_request() IS
+  'PostgREST db-pre-request hook: refuses tokens whose user, workspace membership or role no longer hold (PT401/PT403).';
+GRANT EXECUTE ON FUNCTION auth.check_request() TO anon, authenticated;
+
+CREATE FUNCTION api.me()
+RETURNS json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'user_id', flowtrack.current_user_id(),
+        'workspace_id', flowtrack.current_workspace_id(),
+        'workspace_role', flowtrack.current_workspace_role(),
+        'workspace', (SELECT json_build_object('id', w.id, 'name', w.name, 'slug', w.slug)
+                        FROM api.workspaces w WHERE w.id = flowtrack.current_workspace_id()))
+$$;
+COMMENT ON FUNCTION api.me() IS 'Who the caller is: user id, workspace and role, as the database sees them.';
+GRANT EXECUTE ON FUNCTION api.me() TO authenticated;
+
+CREATE FUNCTION internal.require_workspace(write boolean DEFAULT false)
+RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    ws uuid := flowtrack.current_workspace_id();
+BEGIN
+    IF ws IS NULL THEN
+        RAISE EXCEPTION 'workspace_id: this call needs a token for a workspace'
+            USING ERRCODE = 'PT403', HINT = 'Use a JWT that carries workspace_id and workspace_role.';
+    END IF;
+    IF write AND flowtrack.current_workspace_role() NOT IN ('owner', 'admin', 'member') THEN
+        RAISE EXCEPTION 'workspace_role: viewers cannot change anything'
+            USING ERRCODE = '42501', HINT = 'Ask an owner or admin for the member role.';
+    END IF;
+    RETURN ws;
+END
+$$;
+COMMENT ON FUNCTION internal.require_workspace(boolean) IS 'The caller''s workspace, or PT403; with write, also refuses viewers (42501).';
+
+CREATE FUNCTION api.check_quota(quota_key text, amount bigint DEFAULT 1)
+RETURNS TABLE (allowed boolean, used bigint, limit_value bigint, remaining bigint, resets_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT * FROM internal.check_quota(internal.require_workspace(), quota_key, amount)
+$$;
+COMMENT ON FUNCTION api.check_quota(text, bigint) IS
+  'Read-only: would amount more of quota_key be allowed for the caller''s workspace? With used, limit, remaining and resets_at.';
+GRANT EXECUTE ON FUNCTION api.check_quota(text, bigint) TO authenticated;
+
+CREATE FUNCTION api.record_usage(quota_key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
+RETURNS TABLE (used bigint, limit_value bigint, remaining bigint, resets_at timestamptz, replayed boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    ws uuid := internal.require_workspace(true);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM api.quota_keys k WHERE k.key = record_usage.quota_key AND k.kind = 'metered') THEN
+        RAISE EXCEPTION 'quota_key: "%" is not a metered key clients may report', quota_key
+            USING ERRCODE = '22023', HINT = 'Clients report metered keys (ai_tokens, api_calls); FlowTrack counts the rest itself.';
+    END IF;
+    RETURN QUERY SELECT * FROM internal.consume_quota(ws, quota_key, amount, idempotency_key);
+END
+$$;
+COMMENT ON FUNCTION api.record_usage(text, bigint, text) IS
+  'Reports metered usage (ai_tokens, api_calls) for the caller''s workspace. Same idempotency_key counts once.';
+GRANT EXECUTE ON FUNCTION api.record_usage(text, bigint, text) TO authenticated;
+
+CREATE FUNCTION internal.lock_workflow(workflow_id uuid)
+RETURNS api.workflows
+LANGUAGE plpgsql AS $$
+DECLARE
+    w api.workflows;
+BEGIN
+    SELECT * INTO w FROM api.workflows
+     WHERE id = workflow_id AND workspace_id = internal.require_workspace(true) AND deleted_at IS NULL
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow_id: no workflow % in this workspace', workflow_id
+            USING ERRCODE = 'PT404', HINT = 'List workflows with GET /workflows.';
+    END IF;
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION internal.lock_workflow(uuid) IS 'The caller''s workflow, row-locked; PT404 when it is not in the caller''s workspace.';
+
+CREATE FUNCTION api.activate_workflow(workflow_id uuid)
+RETURNS api.workflows
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+BEGIN
+    IF w.status = 'active' THEN
+        RETURN w;
+    END IF;
+    IF w.published_version IS NULL THEN
+        RAISE EXCEPTION 'workflow_id: workflow % has no published version', workflow_id
+            USING ERRCODE = 'PT409', HINT = 'Publish the workflow before activating it.';
+    END IF;
+    PERFORM internal.consume_quota(w.workspace_id, 'workflows', 1);
+    UPDATE api.workflows SET status = 'active' WHERE id = w.id RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION api.activate_workflow(uuid) IS
+  'Turns a published workflow on. Takes one active-workflow slot of the plan; HTTP 429 (PT429) when none is left. Idempotent.';
+GRANT EXECUTE ON FUNCTION api.activate_workflow(uuid) TO authenticated;
+
+CREATE FUNCTION api.deactivate_workflow(workflow_id uuid)
+RETURNS api.workflows
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+BEGIN
+    IF w.status <> 'active' THEN
+        RETURN w;
+    END IF;
+    UPDATE api.workflows SET status = 'paused' WHERE id = w.id RETURNING * INTO w;
+    PERFORM internal.release_quota(w.workspace_id, 'workflows', 1);
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION api.deactivate_workflow(uuid) IS 'Pauses an active workflow and frees its active-workflow slot. Idempotent.';
+GRANT EXECUTE ON FUNCTION api.deactivate_workflow(uuid) TO authenticated;
