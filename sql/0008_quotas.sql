@@ -5,23 +5,11 @@
 -- Load the extension library so flowtrack.* settings are defined before
 -- functions name them in SET clauses.
 SELECT flowtrack.version();
+GRANT EXECUTE ON FUNCTION flowtrack.billing_period(timestamptz, timestamptz),
+                          flowtrack.consume_quota(uuid, text, bigint, text),
+                          flowtrack.check_quota(uuid, text, bigint)
+    TO flowtrack_owner;
 SET LOCAL ROLE flowtrack_owner;
-
-CREATE FUNCTION internal.billing_period(anchor timestamptz, at timestamptz DEFAULT now(),
-                                        OUT period_start timestamptz, OUT period_end timestamptz)
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    n integer := (extract(year FROM age(at, anchor)) * 12 + extract(month FROM age(at, anchor)))::integer;
-BEGIN
-    IF at < anchor THEN
-        n := n - 1;
-    END IF;
-    period_start := anchor + make_interval(months => n);
-    period_end := anchor + make_interval(months => n + 1);
-END
-$$;
-COMMENT ON FUNCTION internal.billing_period(timestamptz, timestamptz) IS
-  'The anniversary billing period containing at: [anchor + n months, anchor + n+1 months).';
 
 -- Opens missing quota rows and rolls expired ones into the current period.
 -- Period counters restart at zero; gauges carry over. Idempotent.
@@ -47,7 +35,7 @@ BEGIN
             RAISE EXCEPTION 'workspace_id: no such workspace' USING ERRCODE = '22023';
         END IF;
     END IF;
-    p := internal.billing_period(sub.anchor_at);
+    SELECT * INTO p FROM flowtrack.billing_period(sub.anchor_at, now());
 
     INSERT INTO internal.usage_quota_history (workspace_id, quota_key, period_start, period_end, used, limit_value)
     SELECT q.workspace_id, q.quota_key, q.period_start, q.period_end, q.used, q.limit_value
@@ -118,113 +106,46 @@ END
 $$;
 COMMENT ON FUNCTION internal.quota_refusal(uuid, text, bigint) IS 'Raises PT429 (HTTP 429) with JSON detail: key, limit, used, resets_at.';
 
+-- The check-and-count itself is flowtrack.consume_quota (Rust, one
+-- conditional UPDATE with kept plans); this wrapper acts for the workspace
+-- and turns a refusal into PT429.
 CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL,
                                        OUT used bigint, OUT limit_value bigint, OUT remaining bigint,
                                        OUT resets_at timestamptz, OUT replayed boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
 SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
 DECLARE
-    crossed boolean;
+    r record;
 BEGIN
-    IF amount IS NULL OR amount <= 0 THEN
-        RAISE EXCEPTION 'amount: must be a positive integer, got %', amount
-            USING ERRCODE = '22023', HINT = 'Use release_quota to give usage back.';
-    END IF;
     PERFORM set_config('flowtrack.workspace_id', ws::text, true);
     PERFORM set_config('flowtrack.workspace_role', 'owner', true);
-    replayed := false;
-    IF idempotency_key IS NOT NULL THEN
-        INSERT INTO internal.usage_idempotency (workspace_id, quota_key, idempotency_key, amount, used_after)
-        VALUES (ws, key, idempotency_key, amount, 0)
-        ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            replayed := true;
-        END IF;
+    SELECT * INTO r FROM flowtrack.consume_quota(ws, key, amount, idempotency_key);
+    IF r.outcome = 'refused' THEN
+        PERFORM internal.quota_refusal(ws, key, amount);
     END IF;
-    FOR attempt IN 1 .. 2 LOOP
-        IF replayed THEN
-            SELECT q.used, q.limit_value, q.period_end INTO used, limit_value, resets_at
-              FROM api.usage_quotas q WHERE q.workspace_id = ws AND q.quota_key = key AND q.period_end > now();
-        ELSE
-            UPDATE api.usage_quotas q
-               SET used = q.used + amount, updated_at = now()
-             WHERE q.workspace_id = ws AND q.quota_key = key AND q.period_end > now()
-               AND (q.hard_limit IS NULL OR q.used + amount <= q.hard_limit)
-            RETURNING q.used, q.limit_value, q.period_end, q.used - amount < q.limit_value AND q.used >= q.limit_value
-                 INTO used, limit_value, resets_at, crossed;
-        END IF;
-        EXIT WHEN FOUND;
-        IF attempt = 2 OR EXISTS (SELECT 1 FROM api.usage_quotas q
-                                   WHERE q.workspace_id = ws AND q.quota_key = key AND q.period_end > now()) THEN
-            IF NOT EXISTS (SELECT 1 FROM api.quota_keys k WHERE k.key = consume_quota.key) THEN
-                RAISE EXCEPTION 'quota_key: unknown quota key "%"', key
-                    USING ERRCODE = '22023', HINT = 'See api.quota_keys for the known keys.';
-            END IF;
-            PERFORM internal.quota_refusal(ws, key, amount);
-        END IF;
-        -- Row missing or its period over: open the current period, try again.
-        PERFORM internal.sync_quotas(ws);
-    END LOOP;
-    remaining := CASE WHEN limit_value IS NULL THEN NULL ELSE greatest(limit_value - used, 0) END;
-    IF replayed THEN
-        RETURN;
-    END IF;
-    INSERT INTO api.usage_events (workspace_id, quota_key, amount, idempotency_key, period_start)
-    VALUES (ws, key, amount, idempotency_key, resets_at - (SELECT q.period_end - q.period_start FROM api.usage_quotas q
-                                                            WHERE q.workspace_id = ws AND q.quota_key = key));
-    IF crossed THEN
-        UPDATE api.usage_quotas q SET soft_limit_reached_at = now()
-         WHERE q.workspace_id = ws AND q.quota_key = key AND q.soft_limit_reached_at IS NULL;
-        IF FOUND THEN
-            INSERT INTO api.usage_events (workspace_id, quota_key, event_type, amount, period_start, metadata)
-            SELECT ws, key, 'soft_limit_reached', 0, q.period_start,
-                   jsonb_build_object('limit', q.limit_value, 'used', q.used)
-              FROM api.usage_quotas q WHERE q.workspace_id = ws AND q.quota_key = key;
-        END IF;
-    END IF;
+    used := r.used;
+    limit_value := r.limit_value;
+    remaining := CASE WHEN r.limit_value IS NULL THEN NULL ELSE greatest(r.limit_value - r.used, 0) END;
+    resets_at := r.resets_at;
+    replayed := r.outcome = 'replayed';
 END
 $$;
 COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS
-  'Atomically counts amount against a workspace quota: one conditional UPDATE, so used never exceeds hard_limit. Same idempotency_key counts once. Records the first crossing of 100% once per period. Raises PT429 when refused.';
+  'Atomically counts amount against a workspace quota (flowtrack.consume_quota): used never exceeds hard_limit; the same idempotency_key counts once; the first crossing of 100% is recorded once per period. Raises PT429 (HTTP 429) with JSON detail when refused.';
 
 CREATE FUNCTION internal.check_quota(ws uuid, key text, amount bigint DEFAULT 1,
                                      OUT allowed boolean, OUT used bigint, OUT limit_value bigint,
                                      OUT remaining bigint, OUT resets_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal
 SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
-DECLARE
-    q api.usage_quotas;
-    kind text;
 BEGIN
     PERFORM set_config('flowtrack.workspace_id', ws::text, true);
     PERFORM set_config('flowtrack.workspace_role', 'owner', true);
-    SELECT k.kind INTO kind FROM api.quota_keys k WHERE k.key = check_quota.key;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'quota_key: unknown quota key "%"', key
-            USING ERRCODE = '22023', HINT = 'See api.quota_keys for the known keys.';
-    END IF;
-    SELECT * INTO q FROM api.usage_quotas x WHERE x.workspace_id = ws AND x.quota_key = key;
-    IF NOT FOUND OR q.period_end <= now() THEN
-        -- Read-only: report what the lazy rollover would open, without writing it.
-        SELECT l.limit_value, floor(l.limit_value * (1 + pl.overage_buffer))::bigint, bp.period_end
-          INTO q.limit_value, q.hard_limit, q.period_end
-          FROM api.workspaces w
-          LEFT JOIN api.subscriptions s ON s.workspace_id = w.id AND s.status <> 'canceled'
-          JOIN api.subscription_plans pl ON pl.id = coalesce(s.plan_id, w.plan_id)
-          LEFT JOIN api.plan_limits l ON l.plan_id = pl.id AND l.quota_key = key
-          CROSS JOIN LATERAL internal.billing_period(coalesce(s.anchor_at, w.created_at)) bp
-         WHERE w.id = ws;
-        q.used := CASE WHEN kind = 'gauge' THEN coalesce(q.used, 0) ELSE 0 END;
-    END IF;
-    used := q.used;
-    limit_value := q.limit_value;
-    remaining := CASE WHEN q.limit_value IS NULL THEN NULL ELSE greatest(q.limit_value - q.used, 0) END;
-    resets_at := CASE WHEN kind = 'gauge' THEN NULL ELSE q.period_end END;
-    allowed := q.hard_limit IS NULL OR q.used + amount <= q.hard_limit;
+    SELECT * INTO allowed, used, limit_value, remaining, resets_at FROM flowtrack.check_quota(ws, key, amount);
 END
 $$;
 COMMENT ON FUNCTION internal.check_quota(uuid, text, bigint) IS
-  'Read-only quota check: whether amount more would be allowed, with used, limit, remaining and resets_at (NULL for gauges).';
+  'Read-only quota check for a workspace (flowtrack.check_quota): allowed, used, limit, remaining and resets_at (NULL for gauges).';
 
 CREATE FUNCTION internal.release_quota(ws uuid, key text, amount bigint DEFAULT 1)
 RETURNS bigint

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 mod crypto;
 mod error;
 mod guc;
+mod quota;
 mod tenancy;
 
 #[pg_guard]

@@ -18,7 +18,7 @@ ON CONFLICT DO NOTHING;
 
 INSERT INTO api.subscriptions (workspace_id, plan_id, status, anchor_at, current_period_start, current_period_end)
 SELECT '00000000-0000-4000-8000-0000000000a1', p.id, 'active', bp.period_start, bp.period_start, bp.period_end
-  FROM api.subscription_plans p, internal.billing_period(date_trunc('month', now())) bp
+  FROM api.subscription_plans p, flowtrack.billing_period(date_trunc('month', now()), now()) bp
  WHERE p.code = 'starter'
    AND NOT EXISTS (SELECT 1 FROM api.subscriptions WHERE workspace_id = '00000000-0000-4000-8000-0000000000a1');
 
