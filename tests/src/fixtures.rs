@@ -75,14 +75,24 @@ pub async fn tenant(db: &Client, plan: &str) -> Tenant {
     }
 }
 
-/// A published (but inactive) workflow in `t`, for activation tests.
+/// A published (but inactive) workflow in `t` with version 1: a manual
+/// trigger alone.
 pub async fn published_workflow(db: &Client, t: &Tenant, name: &str) -> Uuid {
-    db.query_one(
-        "INSERT INTO api.workflows (workspace_id, created_by, name, status, published_version, published_at)
-         VALUES ($1, $2, $3, 'paused', 1, now()) RETURNING id",
-        &[&t.workspace_id, &t.users["owner"], &name],
+    let id: Uuid = db
+        .query_one(
+            "INSERT INTO api.workflows (workspace_id, created_by, name, status, published_version, published_at)
+             VALUES ($1, $2, $3, 'paused', 1, now()) RETURNING id",
+            &[&t.workspace_id, &t.users["owner"], &name],
+        )
+        .await
+        .expect("insert workflow")
+        .get(0);
+    db.execute(
+        "INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph)
+         VALUES ($1, $2, 1, '{\"nodes\":[{\"id\":\"start\",\"type\":\"TRIGGER_MANUAL\"}],\"edges\":[]}')",
+        &[&t.workspace_id, &id],
     )
     .await
-    .expect("insert workflow")
-    .get(0)
+    .expect("insert version");
+    id
 }

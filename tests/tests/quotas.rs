@@ -398,3 +398,62 @@ async fn activation_under_the_limit_increments_and_deactivation_frees() {
     .unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (404, "PT404"), "{err}");
 }
+
+#[tokio::test]
+async fn starting_an_execution_is_metered_once_per_idempotency_key() {
+    let mut db = connect().await;
+    let t = fixtures::tenant(&db, "free").await; // 100 executions, hard cap 120
+    let wf = fixtures::published_workflow(&db, &t, "runs").await;
+    db.execute(
+        "UPDATE api.workflows SET status = 'active' WHERE id = $1",
+        &[&wf],
+    )
+    .await
+    .unwrap();
+    let req = Request::with_claims(t.claims("member"))
+        .method("POST")
+        .path("/rpc/start_execution");
+    let sql = "SELECT execution_id, created FROM api.start_execution($1, '{}', $2)";
+    let first = pgrst(&mut db, &req, sql, &[&wf, &"form-1"]).await.unwrap();
+    let again = pgrst(&mut db, &req, sql, &[&wf, &"form-1"]).await.unwrap();
+    assert_eq!(first[0]["execution_id"], again[0]["execution_id"]);
+    assert_eq!(
+        (first[0]["created"].as_bool(), again[0]["created"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(used(&db, t.workspace_id, "executions_per_month").await, 1);
+    let version: i32 = db
+        .query_one(
+            "SELECT version FROM api.workflow_executions WHERE workflow_id = $1",
+            &[&wf],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        version, 1,
+        "the execution is pinned to the published version"
+    );
+    db.execute(
+        "UPDATE api.usage_quotas SET used = 120 WHERE workspace_id = $1 AND quota_key = 'executions_per_month'",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    let err = pgrst(&mut db, &req, sql, &[&wf, &"form-2"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 429, "{err}");
+    let runs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM api.workflow_executions WHERE workflow_id = $1",
+            &[&wf],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1, "a refused start leaves no execution behind");
+    // A replay of an existing key is still answered over the limit: nothing new is counted.
+    let replay = pgrst(&mut db, &req, sql, &[&wf, &"form-1"]).await.unwrap();
+    assert_eq!(replay[0]["created"], false);
+}
