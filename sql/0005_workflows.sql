@@ -20,7 +20,10 @@ CREATE TABLE api.workflows (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     published_at     timestamptz,
-    deleted_at       timestamptz
+    deleted_at       timestamptz,
+    -- Children reference (workspace_id, id), so a row can never point into
+    -- another tenant's workflow (foreign-key checks bypass RLS).
+    UNIQUE (workspace_id, id)
 );
 CREATE INDEX workflows_workspace_status ON api.workflows (workspace_id, status) WHERE deleted_at IS NULL;
 CREATE INDEX workflows_created_by ON api.workflows (created_by);
@@ -32,7 +35,7 @@ CREATE TRIGGER touch BEFORE UPDATE ON api.workflows FOR EACH ROW EXECUTE FUNCTIO
 CREATE TABLE api.workflow_nodes (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id() REFERENCES api.workspaces (id) ON DELETE CASCADE,
-    workflow_id  uuid NOT NULL REFERENCES api.workflows (id) ON DELETE CASCADE,
+    workflow_id  uuid NOT NULL,
     node_key     text NOT NULL CHECK (length(node_key) BETWEEN 1 AND 200),
     node_type    text NOT NULL CHECK (node_type ~ '^[A-Z][A-Z0-9_]*$'),
     label        text,
@@ -41,9 +44,11 @@ CREATE TABLE api.workflow_nodes (
     ui           jsonb NOT NULL DEFAULT '{}',
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (workflow_id, node_key)
+    UNIQUE (workflow_id, node_key),
+    CONSTRAINT workflow_nodes_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
+        REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX workflow_nodes_workspace_id ON api.workflow_nodes (workspace_id);
+CREATE INDEX workflow_nodes_workspace_workflow ON api.workflow_nodes (workspace_id, workflow_id);
 CREATE INDEX workflow_nodes_trigger ON api.workflow_nodes (workspace_id, node_type) WHERE node_type LIKE 'TRIGGER_%';
 COMMENT ON TABLE api.workflow_nodes IS 'Graph nodes. node_key is the React Flow node id; ui keeps every other React Flow field verbatim.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workflow_nodes FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
@@ -51,7 +56,7 @@ CREATE TRIGGER touch BEFORE UPDATE ON api.workflow_nodes FOR EACH ROW EXECUTE FU
 CREATE TABLE api.workflow_edges (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id  uuid NOT NULL DEFAULT flowtrack.current_workspace_id() REFERENCES api.workspaces (id) ON DELETE CASCADE,
-    workflow_id   uuid NOT NULL REFERENCES api.workflows (id) ON DELETE CASCADE,
+    workflow_id   uuid NOT NULL,
     edge_key      text NOT NULL CHECK (length(edge_key) BETWEEN 1 AND 200),
     source_key    text NOT NULL,
     target_key    text NOT NULL,
@@ -61,24 +66,28 @@ CREATE TABLE api.workflow_edges (
     label         text,
     ui            jsonb NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (workflow_id, edge_key)
+    UNIQUE (workflow_id, edge_key),
+    CONSTRAINT workflow_edges_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
+        REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX workflow_edges_workspace_id ON api.workflow_edges (workspace_id);
+CREATE INDEX workflow_edges_workspace_workflow ON api.workflow_edges (workspace_id, workflow_id);
 CREATE INDEX workflow_edges_source ON api.workflow_edges (workflow_id, source_key);
 COMMENT ON TABLE api.workflow_edges IS 'Directed edges between node keys; condition (JSON) gates the edge at run time.';
 
 CREATE TABLE api.workflow_versions (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id() REFERENCES api.workspaces (id) ON DELETE CASCADE,
-    workflow_id  uuid NOT NULL REFERENCES api.workflows (id) ON DELETE CASCADE,
+    workflow_id  uuid NOT NULL,
     version      integer NOT NULL CHECK (version > 0),
     graph        jsonb NOT NULL,
     change_note  text,
     created_by   uuid REFERENCES api.users (id) ON DELETE SET NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (workflow_id, version)
+    UNIQUE (workflow_id, version),
+    CONSTRAINT workflow_versions_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
+        REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX workflow_versions_workspace_id ON api.workflow_versions (workspace_id);
+CREATE INDEX workflow_versions_workspace_workflow ON api.workflow_versions (workspace_id, workflow_id);
 CREATE INDEX workflow_versions_created_by ON api.workflow_versions (created_by);
 COMMENT ON TABLE api.workflow_versions IS 'Immutable snapshot of a workflow graph at publish time. Executions pin one.';
 

@@ -25,7 +25,8 @@ CREATE TABLE api.leads (
     last_email_sent_at timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
-    deleted_at         timestamptz
+    deleted_at         timestamptz,
+    UNIQUE (workspace_id, id)
 );
 CREATE UNIQUE INDEX leads_workspace_email ON api.leads (workspace_id, email) WHERE deleted_at IS NULL;
 CREATE INDEX leads_workspace_status ON api.leads (workspace_id, status) WHERE deleted_at IS NULL;

@@ -8,7 +8,7 @@ SET LOCAL ROLE flowtrack_owner;
 CREATE TABLE api.workflow_executions (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id    uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
-    workflow_id     uuid NOT NULL REFERENCES api.workflows (id) ON DELETE CASCADE,
+    workflow_id     uuid NOT NULL,
     version         integer NOT NULL CHECK (version > 0),
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'running', 'waiting', 'completed', 'failed', 'cancelled', 'timed_out')),
@@ -16,7 +16,7 @@ CREATE TABLE api.workflow_executions (
     trigger_payload jsonb NOT NULL DEFAULT '{}',
     context         jsonb NOT NULL DEFAULT '{}',
     idempotency_key text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
-    lead_id         uuid REFERENCES api.leads (id) ON DELETE SET NULL,
+    lead_id         uuid,
     error           jsonb,
     step_count      integer NOT NULL DEFAULT 0,
     max_steps       integer NOT NULL DEFAULT 1000 CHECK (max_steps BETWEEN 1 AND 100000),
@@ -27,11 +27,18 @@ CREATE TABLE api.workflow_executions (
                     ((extract(epoch FROM completed_at - started_at) * 1000)::integer) STORED,
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (workflow_id, idempotency_key),
-    FOREIGN KEY (workflow_id, version) REFERENCES api.workflow_versions (workflow_id, version)
+    UNIQUE (workspace_id, id),
+    CONSTRAINT workflow_executions_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
+        REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE,
+    CONSTRAINT workflow_executions_version_fk FOREIGN KEY (workflow_id, version)
+        REFERENCES api.workflow_versions (workflow_id, version),
+    CONSTRAINT workflow_executions_lead_fk FOREIGN KEY (workspace_id, lead_id)
+        REFERENCES api.leads (workspace_id, id) ON DELETE SET NULL (lead_id)
 );
+CREATE INDEX workflow_executions_workspace_workflow ON api.workflow_executions (workspace_id, workflow_id);
 CREATE INDEX workflow_executions_workspace_created ON api.workflow_executions (workspace_id, created_at DESC);
 CREATE INDEX workflow_executions_workflow_status ON api.workflow_executions (workflow_id, status, created_at DESC);
-CREATE INDEX workflow_executions_lead_id ON api.workflow_executions (lead_id);
+CREATE INDEX workflow_executions_lead ON api.workflow_executions (workspace_id, lead_id);
 CREATE INDEX workflow_executions_unfinished ON api.workflow_executions (status)
     WHERE status IN ('queued', 'running', 'waiting');
 COMMENT ON TABLE api.workflow_executions IS
@@ -41,7 +48,7 @@ COMMENT ON COLUMN api.workflow_executions.max_steps IS 'Guard against runaway lo
 CREATE TABLE api.execution_steps (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
-    execution_id uuid NOT NULL REFERENCES api.workflow_executions (id) ON DELETE CASCADE,
+    execution_id uuid NOT NULL,
     node_key     text NOT NULL,
     node_type    text NOT NULL,
     status       text NOT NULL DEFAULT 'pending'
@@ -56,9 +63,11 @@ CREATE TABLE api.execution_steps (
     completed_at timestamptz,
     duration_ms  integer GENERATED ALWAYS AS
                  ((extract(epoch FROM completed_at - started_at) * 1000)::integer) STORED,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT execution_steps_execution_fk FOREIGN KEY (workspace_id, execution_id)
+        REFERENCES api.workflow_executions (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX execution_steps_execution_id ON api.execution_steps (execution_id, created_at);
+CREATE INDEX execution_steps_execution ON api.execution_steps (workspace_id, execution_id, created_at);
 CREATE INDEX execution_steps_workspace_id ON api.execution_steps (workspace_id);
 CREATE INDEX execution_steps_due ON api.execution_steps (run_at) WHERE status = 'scheduled';
 COMMENT ON TABLE api.execution_steps IS 'One visit of one node within an execution, with its input, output, attempts and timing.';

@@ -1,0 +1,263 @@
+-- Public forms and the lead activity log. A form submission at /p/{slug}
+-- is the one write anonymous callers can make besides inbound webhooks.
+SELECT flowtrack.version();
+SET LOCAL ROLE flowtrack_owner;
+
+-- Payload size limit for JSON that callers send (form answers, custom
+-- fields, trigger payloads). Configurable per database:
+--   ALTER DATABASE flowtrack SET flowtrack.max_payload_bytes = 131072;
+CREATE FUNCTION internal.max_payload_bytes() RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('flowtrack.max_payload_bytes', true), '')::integer, 65536)
+$$;
+COMMENT ON FUNCTION internal.max_payload_bytes() IS
+  'Largest JSON payload accepted from callers, in bytes (setting flowtrack.max_payload_bytes, default 65536).';
+
+CREATE FUNCTION internal.check_payload_size(field text, payload jsonb) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    size integer := octet_length(payload::text);
+BEGIN
+    IF size > internal.max_payload_bytes() THEN
+        RAISE EXCEPTION '%: payload of % bytes exceeds the limit of % bytes', field, size, internal.max_payload_bytes()
+            USING ERRCODE = '54000', HINT = 'Send less data, or raise flowtrack.max_payload_bytes.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION internal.check_payload_size(text, jsonb) IS
+  'Raises 54000 (HTTP 413) naming the field when a JSON payload is over internal.max_payload_bytes().';
+
+CREATE TABLE api.forms (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id()
+                 REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    slug         text NOT NULL CONSTRAINT forms_slug_format CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    name         text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    is_active    boolean NOT NULL DEFAULT true,
+    settings     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    deleted_at   timestamptz,
+    UNIQUE (workspace_id, id)
+);
+CREATE UNIQUE INDEX forms_workspace_slug ON api.forms (workspace_id, slug) WHERE deleted_at IS NULL;
+COMMENT ON TABLE api.forms IS
+  'Public lead-capture forms, addressed as /p/{workspace slug}/{form slug}. A TRIGGER_FORM node names the form slug in config.form_id.';
+CREATE TRIGGER touch BEFORE UPDATE ON api.forms FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
+
+CREATE TABLE api.form_fields (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id(),
+    form_id      uuid NOT NULL,
+    field_key    text NOT NULL CONSTRAINT form_fields_key_format CHECK (field_key ~ '^[a-z][a-z0-9_]{0,62}$'),
+    label        text NOT NULL CHECK (length(label) BETWEEN 1 AND 200),
+    field_type   text NOT NULL DEFAULT 'text'
+                 CHECK (field_type IN ('text', 'textarea', 'email', 'phone', 'number', 'url', 'date',
+                                       'select', 'multiselect', 'checkbox')),
+    required     boolean NOT NULL DEFAULT false,
+    options      jsonb CHECK (options IS NULL OR jsonb_typeof(options) = 'array'),
+    position     integer NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (form_id, field_key),
+    CONSTRAINT form_fields_form_fk FOREIGN KEY (workspace_id, form_id)
+        REFERENCES api.forms (workspace_id, id) ON DELETE CASCADE
+);
+CREATE INDEX form_fields_workspace_form ON api.form_fields (workspace_id, form_id, position);
+COMMENT ON TABLE api.form_fields IS
+  'The questions a form asks. email, first_name, last_name, phone and company fill lead columns; every other key lands in leads.custom_fields.';
+
+CREATE TABLE api.lead_events (
+    id            uuid NOT NULL DEFAULT gen_random_uuid(),
+    workspace_id  uuid NOT NULL,
+    lead_id       uuid NOT NULL,
+    event_type    text NOT NULL CHECK (event_type IN ('FORM_SUBMITTED', 'WEBHOOK_RECEIVED', 'EMAIL_SENT', 'EMAIL_RECEIVED',
+                                                      'STATUS_CHANGED', 'NOTE_ADDED', 'DEMO_BOOKED', 'WORKFLOW_ACTION')),
+    source        text NOT NULL CHECK (source IN ('form', 'webhook', 'email_forward', 'manual', 'import', 'api', 'workflow')),
+    payload       jsonb NOT NULL DEFAULT '{}',
+    execution_id  uuid,
+    actor_user_id uuid,
+    occurred_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE INDEX lead_events_lead ON api.lead_events (workspace_id, lead_id, occurred_at DESC);
+CREATE INDEX lead_events_type ON api.lead_events (workspace_id, event_type, occurred_at DESC);
+COMMENT ON TABLE api.lead_events IS
+  'Everything that happened to a lead, with where it came from (source). Partitioned monthly; leads.last_activity_at and last_email_sent_at are kept from it.';
+SELECT internal.ensure_monthly_partitions('api.lead_events'::regclass);
+
+-- Denormalised activity timestamps on leads, kept by statement-level
+-- triggers so a bulk import is one UPDATE per lead, not per event.
+CREATE FUNCTION internal.touch_lead_activity() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+BEGIN
+    UPDATE api.leads l
+       SET last_activity_at = greatest(l.last_activity_at, e.last_at),
+           last_email_sent_at = coalesce(greatest(l.last_email_sent_at, e.last_email_at), l.last_email_sent_at)
+      FROM (SELECT lead_id, workspace_id, max(occurred_at) AS last_at,
+                   max(occurred_at) FILTER (WHERE event_type = 'EMAIL_SENT') AS last_email_at
+              FROM new_rows GROUP BY lead_id, workspace_id) e
+     WHERE l.id = e.lead_id AND l.workspace_id = e.workspace_id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.touch_lead_activity() IS 'AFTER INSERT on lead_events: moves leads.last_activity_at / last_email_sent_at forward.';
+CREATE TRIGGER touch_activity AFTER INSERT ON api.lead_events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION internal.touch_lead_activity();
+
+-- Status changes are lead events too.
+CREATE FUNCTION internal.log_lead_status() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+BEGIN
+    INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload, actor_user_id)
+    VALUES (NEW.workspace_id, NEW.id, 'STATUS_CHANGED',
+            CASE WHEN flowtrack.current_user_id() IS NULL THEN 'workflow' ELSE 'manual' END,
+            jsonb_build_object('from', OLD.status, 'to', NEW.status), flowtrack.current_user_id());
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.log_lead_status() IS 'AFTER UPDATE OF status on leads: records a STATUS_CHANGED lead event.';
+CREATE TRIGGER log_status AFTER UPDATE OF status ON api.leads
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION internal.log_lead_status();
+
+-- Leads' own JSON stays within the payload limit.
+CREATE FUNCTION internal.check_lead_payload() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+BEGIN
+    PERFORM internal.check_payload_size('custom_fields', NEW.custom_fields);
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION internal.check_lead_payload() IS 'BEFORE INSERT/UPDATE on leads: refuses custom_fields over the payload limit (54000).';
+CREATE TRIGGER check_payload BEFORE INSERT OR UPDATE OF custom_fields ON api.leads
+    FOR EACH ROW EXECUTE FUNCTION internal.check_lead_payload();
+
+SELECT flowtrack.enable_tenant_isolation('api.forms'::regclass, ARRAY['owner', 'admin', 'member']);
+SELECT flowtrack.enable_tenant_isolation('api.form_fields'::regclass, ARRAY['owner', 'admin', 'member']);
+SELECT flowtrack.enable_tenant_isolation('api.lead_events'::regclass, ARRAY['owner', 'admin', 'member']);
+GRANT SELECT, INSERT, UPDATE, DELETE ON api.forms, api.form_fields TO authenticated;
+GRANT SELECT ON api.lead_events TO authenticated;
+GRANT INSERT (workspace_id, lead_id, event_type, source, payload) ON api.lead_events TO authenticated;
+
+-- Public entry points know a workspace only by its slug (or a token), and
+-- RLS hides every workspace from the owner role, so resolving it is the job
+-- of a separate role that bypasses RLS and can do nothing else.
+CREATE FUNCTION internal.workspace_by_slug(slug text) RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    SELECT w.id FROM api.workspaces w WHERE w.slug = workspace_by_slug.slug AND w.deleted_at IS NULL
+$$;
+COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
+  'The live workspace with this slug, or NULL. Owned by flowtrack_resolver (BYPASSRLS, no other rights).';
+
+-- The public entry point: POST /rpc/submit_form as anon.
+CREATE FUNCTION api.submit_form(workspace_slug text, form_slug text, fields jsonb, submission_id text DEFAULT NULL)
+RETURNS TABLE (submission text, lead_id uuid, executions_started integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    f api.forms;
+    field record;
+    value jsonb;
+    lead api.leads;
+    sub_id text := coalesce(submit_form.submission_id, gen_random_uuid()::text);
+    custom jsonb := '{}';
+    started integer := 0;
+    wf record;
+    core constant text[] := ARRAY['email', 'first_name', 'last_name', 'phone', 'company'];
+BEGIN
+    PERFORM internal.check_payload_size('fields', fields);
+    IF fields IS NULL OR jsonb_typeof(fields) <> 'object' THEN
+        RAISE EXCEPTION 'fields: must be a JSON object of answers'
+            USING ERRCODE = '22023', HINT = 'Send {"fields": {"email": "...", ...}}.';
+    END IF;
+    -- RLS hides every form until we act for its workspace; the slug
+    -- resolver is the one function that may look across tenants. One
+    -- message for an unknown workspace and an unknown form leaks nothing.
+    PERFORM set_config('flowtrack.workspace_id', coalesce(internal.workspace_by_slug(workspace_slug)::text, ''), true);
+    PERFORM set_config('flowtrack.workspace_role', 'member', true);
+    SELECT fo.* INTO f FROM api.forms fo
+     WHERE fo.workspace_id = flowtrack.current_workspace_id() AND fo.slug = form_slug
+       AND fo.deleted_at IS NULL AND fo.is_active;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'form: no form "%" at "%"', form_slug, workspace_slug
+            USING ERRCODE = 'PT404', HINT = 'Check the form address /p/{workspace}/{form}.';
+    END IF;
+    FOR field IN SELECT * FROM api.form_fields ff WHERE ff.form_id = f.id ORDER BY ff.position LOOP
+        value := fields -> field.field_key;
+        IF value IS NULL OR value = 'null' OR value = '""' THEN
+            IF field.required THEN
+                RAISE EXCEPTION '%: this field is required', field.field_key
+                    USING ERRCODE = '23502', HINT = format('Fill in "%s".', field.label);
+            END IF;
+            CONTINUE;
+        END IF;
+        IF field.field_type = 'email' AND NOT (value #>> '{}') ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
+            RAISE EXCEPTION '%: "%" is not a valid email address', field.field_key, value #>> '{}'
+                USING ERRCODE = '23514', HINT = 'Use the form name@example.com.';
+        ELSIF field.field_type = 'number' AND jsonb_typeof(value) <> 'number'
+              AND NOT (value #>> '{}') ~ '^-?[0-9]+(\.[0-9]+)?$' THEN
+            RAISE EXCEPTION '%: "%" is not a number', field.field_key, value #>> '{}'
+                USING ERRCODE = '22P02', HINT = 'Send digits, e.g. 1500.';
+        ELSIF field.field_type = 'select' AND field.options IS NOT NULL AND NOT field.options @> jsonb_build_array(value) THEN
+            RAISE EXCEPTION '%: "%" is not one of the options', field.field_key, value #>> '{}'
+                USING ERRCODE = '22023', HINT = format('Choose one of %s.', field.options);
+        END IF;
+        IF field.field_type = 'number' AND jsonb_typeof(value) = 'string' THEN
+            value := to_jsonb((value #>> '{}')::numeric);
+        END IF;
+        IF NOT field.field_key = ANY (core) THEN
+            custom := custom || jsonb_build_object(field.field_key, value);
+        END IF;
+    END LOOP;
+    IF fields ->> 'email' IS NULL THEN
+        RAISE EXCEPTION 'email: a form submission must include an email'
+            USING ERRCODE = '23502', HINT = 'Add an email field to the form.';
+    END IF;
+
+    INSERT INTO api.leads AS l (workspace_id, email, first_name, last_name, phone, company, source, custom_fields)
+    VALUES (f.workspace_id, fields ->> 'email', fields ->> 'first_name', fields ->> 'last_name',
+            fields ->> 'phone', fields ->> 'company', 'form', custom)
+    ON CONFLICT (workspace_id, email) WHERE deleted_at IS NULL DO UPDATE
+       SET first_name = coalesce(excluded.first_name, l.first_name),
+           last_name = coalesce(excluded.last_name, l.last_name),
+           phone = coalesce(excluded.phone, l.phone),
+           company = coalesce(excluded.company, l.company),
+           custom_fields = l.custom_fields || excluded.custom_fields
+    RETURNING l.* INTO lead;
+    INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload)
+    VALUES (f.workspace_id, lead.id, 'FORM_SUBMITTED', 'form',
+            jsonb_build_object('form', f.slug, 'submission_id', sub_id, 'fields', fields));
+
+    -- Every active workflow whose form trigger names this form runs once per submission.
+    FOR wf IN SELECT DISTINCT w.id FROM api.workflows w
+                JOIN api.workflow_nodes n ON n.workflow_id = w.id AND n.workspace_id = w.workspace_id
+               WHERE w.workspace_id = f.workspace_id AND w.status = 'active' AND w.deleted_at IS NULL
+                 AND n.node_type = 'TRIGGER_FORM' AND n.config ->> 'form_id' = f.slug LOOP
+        PERFORM internal.start_execution(f.workspace_id, wf.id, 'form',
+                                         jsonb_build_object('lead', to_jsonb(lead), 'form', f.slug, 'fields', fields),
+                                         'form:' || sub_id, lead.id);
+        started := started + 1;
+    END LOOP;
+    RETURN QUERY SELECT sub_id, lead.id, started;
+END
+$$;
+COMMENT ON FUNCTION api.submit_form(text, text, jsonb, text) IS
+  'Public form submission (anon): validates the answers against the form''s fields, upserts the lead by email, logs FORM_SUBMITTED and starts every active workflow triggered by this form. Idempotent per submission_id.';
+GRANT EXECUTE ON FUNCTION api.submit_form(text, text, jsonb, text) TO anon, authenticated;
+
+-- Ownership of the resolver goes to a role that bypasses RLS and holds
+-- nothing but SELECT on workspaces (superuser only).
+RESET ROLE;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'flowtrack_resolver') THEN
+        CREATE ROLE flowtrack_resolver NOLOGIN NOINHERIT BYPASSRLS;
+    END IF;
+END
+$$;
+COMMENT ON ROLE flowtrack_resolver IS
+  'Owns the few lookups public entry points need across tenants (slug -> workspace). BYPASSRLS, no other privileges.';
+GRANT USAGE ON SCHEMA api TO flowtrack_resolver;
+GRANT SELECT (id, slug, deleted_at) ON api.workspaces TO flowtrack_resolver;
+ALTER FUNCTION internal.workspace_by_slug(text) OWNER TO flowtrack_resolver;
+GRANT USAGE ON SCHEMA internal TO flowtrack_resolver;
+GRANT EXECUTE ON FUNCTION internal.workspace_by_slug(text) TO flowtrack_owner;

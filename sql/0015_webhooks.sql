@@ -1,0 +1,209 @@
+-- Webhooks both ways. Inbound: a provider (Calendly, a form tool, anything)
+-- posts to a secret token URL that triggers a workflow. Outbound: workspace
+-- endpoints subscribed to events (lead.created, ...) get signed deliveries
+-- through the worker, with retries and a delivery log.
+SELECT flowtrack.version();
+SET LOCAL ROLE flowtrack_owner;
+
+CREATE TABLE api.inbound_webhooks (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id   uuid NOT NULL DEFAULT flowtrack.current_workspace_id(),
+    workflow_id    uuid NOT NULL,
+    provider       text NOT NULL DEFAULT 'generic' CHECK (provider IN ('generic', 'calendly', 'typeform', 'stripe')),
+    token          text NOT NULL UNIQUE DEFAULT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
+    is_active      boolean NOT NULL DEFAULT true,
+    total_calls    bigint NOT NULL DEFAULT 0,
+    last_called_at timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT inbound_webhooks_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
+        REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
+);
+CREATE INDEX inbound_webhooks_workspace_workflow ON api.inbound_webhooks (workspace_id, workflow_id);
+COMMENT ON TABLE api.inbound_webhooks IS
+  'Catch-hook URLs: POST /rpc/receive_webhook with the token starts the workflow. The 64-hex-digit token is the credential.';
+CREATE TRIGGER touch BEFORE UPDATE ON api.inbound_webhooks FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
+
+CREATE TABLE api.webhook_endpoints (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id()
+                 REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    url          text NOT NULL CONSTRAINT webhook_endpoints_url_format CHECK (url ~ '^https?://[^\s/]+' AND length(url) <= 2000),
+    events       text[] NOT NULL CONSTRAINT webhook_endpoints_events_known
+                 CHECK (events <@ ARRAY['lead.created', 'lead.status_changed', 'execution.completed', 'execution.failed']
+                        AND cardinality(events) > 0),
+    description  text,
+    is_active    boolean NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    deleted_at   timestamptz,
+    UNIQUE (workspace_id, id)
+);
+CREATE INDEX webhook_endpoints_events ON api.webhook_endpoints USING gin (events) WHERE is_active AND deleted_at IS NULL;
+COMMENT ON TABLE api.webhook_endpoints IS 'Outgoing webhook subscriptions: which events to POST to which URL.';
+CREATE TRIGGER touch BEFORE UPDATE ON api.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
+
+CREATE TABLE api.webhook_deliveries (
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    workspace_id    uuid NOT NULL,
+    endpoint_id     uuid NOT NULL,
+    event_type      text NOT NULL,
+    payload         jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'retrying', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    response_status integer,
+    response_body   text,
+    duration_ms     integer,
+    last_error      text,
+    job_id          uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at);
+CREATE INDEX webhook_deliveries_endpoint ON api.webhook_deliveries (workspace_id, endpoint_id, created_at DESC);
+CREATE INDEX webhook_deliveries_job ON api.webhook_deliveries (job_id);
+COMMENT ON TABLE api.webhook_deliveries IS
+  'One row per event sent to an endpoint: HTTP status, response (first 2 KB), timing and attempts. Partitioned monthly.';
+SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
+
+SELECT flowtrack.enable_tenant_isolation('api.inbound_webhooks'::regclass, ARRAY['owner', 'admin']);
+SELECT flowtrack.enable_tenant_isolation('api.webhook_endpoints'::regclass, ARRAY['owner', 'admin']);
+SELECT flowtrack.enable_tenant_isolation('api.webhook_deliveries'::regclass, ARRAY['owner', 'admin']);
+GRANT SELECT, DELETE ON api.inbound_webhooks TO authenticated;
+GRANT INSERT (workspace_id, workflow_id, provider, is_active), UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON api.webhook_endpoints TO authenticated;
+GRANT SELECT ON api.webhook_deliveries TO authenticated;
+
+-- Outbound: fan an event out to every subscribed endpoint of the workspace,
+-- as deliveries plus jobs in the caller's transaction.
+CREATE FUNCTION internal.emit_event(ws uuid, event_type text, data jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    ep record;
+    job uuid;
+    body jsonb;
+    n integer := 0;
+BEGIN
+    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    FOR ep IN SELECT e.id, e.url FROM api.webhook_endpoints e
+               WHERE e.workspace_id = ws AND e.is_active AND e.deleted_at IS NULL
+                 AND e.events @> ARRAY[event_type] LOOP
+        body := jsonb_build_object('id', gen_random_uuid(), 'type', event_type, 'workspace_id', ws,
+                                   'created_at', now(), 'data', data);
+        job := internal.enqueue_job('webhook',
+                   jsonb_build_object('url', ep.url, 'method', 'POST', 'body', body,
+                                      'headers', jsonb_build_object('X-FlowTrack-Event', event_type,
+                                                                    'X-FlowTrack-Delivery', body ->> 'id')),
+                   ws);
+        INSERT INTO api.webhook_deliveries (id, workspace_id, endpoint_id, event_type, payload, job_id)
+        VALUES ((body ->> 'id')::uuid, ws, ep.id, event_type, body, job);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION internal.emit_event(uuid, text, jsonb) IS
+  'Queues a delivery of event_type to every active endpoint of the workspace subscribed to it. Returns how many.';
+
+CREATE FUNCTION internal.emit_lead_created() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+BEGIN
+    PERFORM internal.emit_event(n.workspace_id, 'lead.created', to_jsonb(n)) FROM new_rows n;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.emit_lead_created() IS 'AFTER INSERT on leads: emits lead.created to subscribed endpoints.';
+CREATE TRIGGER emit_created AFTER INSERT ON api.leads
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION internal.emit_lead_created();
+
+CREATE FUNCTION internal.emit_lead_status_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+BEGIN
+    PERFORM internal.emit_event(NEW.workspace_id, 'lead.status_changed',
+                                jsonb_build_object('lead', to_jsonb(NEW), 'from', OLD.status, 'to', NEW.status));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.emit_lead_status_changed() IS 'AFTER UPDATE OF status on leads: emits lead.status_changed.';
+CREATE TRIGGER emit_status_changed AFTER UPDATE OF status ON api.leads
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION internal.emit_lead_status_changed();
+
+-- The worker reports on the job; the delivery row follows it.
+CREATE FUNCTION internal.track_delivery() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+BEGIN
+    PERFORM set_config('flowtrack.workspace_id', NEW.workspace_id::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    UPDATE api.webhook_deliveries d
+       SET status = CASE NEW.status WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'failed' ELSE 'retrying' END,
+           attempts = NEW.attempts,
+           response_status = (NEW.result ->> 'status')::integer,
+           response_body = left(NEW.result ->> 'body', 2048),
+           duration_ms = (NEW.result ->> 'duration_ms')::integer,
+           last_error = NEW.last_error,
+           delivered_at = CASE WHEN NEW.status = 'succeeded' THEN now() END
+     WHERE d.job_id = NEW.id AND d.workspace_id = NEW.workspace_id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.track_delivery() IS 'AFTER UPDATE on webhook jobs: copies the outcome into webhook_deliveries.';
+CREATE TRIGGER track_delivery AFTER UPDATE OF status ON internal.jobs
+    FOR EACH ROW WHEN (NEW.kind = 'webhook' AND NEW.status IN ('succeeded', 'queued', 'dead') AND NEW.workspace_id IS NOT NULL)
+    EXECUTE FUNCTION internal.track_delivery();
+
+-- Inbound: POST /rpc/receive_webhook as anon.
+CREATE FUNCTION internal.inbound_webhook_by_token(token text) RETURNS TABLE (id uuid, workspace_id uuid, workflow_id uuid)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    SELECT h.id, h.workspace_id, h.workflow_id FROM api.inbound_webhooks h
+     WHERE h.token = inbound_webhook_by_token.token AND h.is_active
+$$;
+COMMENT ON FUNCTION internal.inbound_webhook_by_token(text) IS
+  'The active inbound webhook with this token, if any. Owned by flowtrack_resolver (BYPASSRLS).';
+
+CREATE FUNCTION api.receive_webhook(token text, payload jsonb DEFAULT '{}', event_id text DEFAULT NULL)
+RETURNS TABLE (accepted boolean, execution_id uuid, duplicate boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    hook record;
+    lead_id uuid;
+    started record;
+    lead_email text := coalesce(payload ->> 'email', payload #>> '{payload,email}', payload #>> '{invitee,email}');
+BEGIN
+    PERFORM internal.check_payload_size('payload', payload);
+    SELECT * INTO hook FROM internal.inbound_webhook_by_token(token);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'token: no active webhook has this token'
+            USING ERRCODE = 'PT404', HINT = 'Copy the URL again from the workflow''s trigger settings.';
+    END IF;
+    PERFORM set_config('flowtrack.workspace_id', hook.workspace_id::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'member', true);
+    UPDATE api.inbound_webhooks SET total_calls = total_calls + 1, last_called_at = now() WHERE id = hook.id;
+    IF lead_email IS NOT NULL THEN
+        SELECT l.id INTO lead_id FROM api.leads l
+         WHERE l.workspace_id = hook.workspace_id AND l.email = lead_email AND l.deleted_at IS NULL;
+        IF lead_id IS NOT NULL THEN
+            INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload)
+            VALUES (hook.workspace_id, lead_id, 'WEBHOOK_RECEIVED', 'webhook', payload);
+        END IF;
+    END IF;
+    SELECT * INTO started FROM internal.start_execution(
+        hook.workspace_id, hook.workflow_id, 'webhook', payload,
+        'webhook:' || coalesce(event_id, payload ->> 'event_id', payload ->> 'id', md5(payload::text)), lead_id);
+    RETURN QUERY SELECT true, started.execution_id, NOT started.created;
+END
+$$;
+COMMENT ON FUNCTION api.receive_webhook(text, jsonb, text) IS
+  'Inbound provider webhook (anon): starts the hook''s workflow with the payload, once per event id (event_id, payload.event_id, payload.id or the payload hash). Links the lead by email when it exists.';
+GRANT EXECUTE ON FUNCTION api.receive_webhook(text, jsonb, text) TO anon, authenticated;
+
+RESET ROLE;
+GRANT SELECT (id, workspace_id, workflow_id, token, is_active) ON api.inbound_webhooks TO flowtrack_resolver;
+ALTER FUNCTION internal.inbound_webhook_by_token(text) OWNER TO flowtrack_resolver;
+GRANT EXECUTE ON FUNCTION internal.inbound_webhook_by_token(text) TO flowtrack_owner;
+SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
+    $$SELECT internal.ensure_monthly_partitions(p::regclass)
+        FROM unnest(ARRAY['api.usage_events', 'api.execution_logs', 'api.lead_events', 'api.webhook_deliveries']) AS p$$);

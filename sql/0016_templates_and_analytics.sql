@@ -1,0 +1,194 @@
+-- The template library (full-text searchable) and per-workspace daily
+-- statistics for dashboards.
+SELECT flowtrack.version();
+SET LOCAL ROLE flowtrack_owner;
+
+-- array_to_string is only STABLE (element output functions could change),
+-- but for text[] it cannot, so this wrapper may promise IMMUTABLE.
+CREATE FUNCTION internal.template_search(name text, tags text[], description text) RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT setweight(to_tsvector('english', name), 'A')
+        || setweight(to_tsvector('english', coalesce(array_to_string(tags, ' '), '')), 'B')
+        || setweight(to_tsvector('english', description), 'C')
+$$;
+COMMENT ON FUNCTION internal.template_search(text, text[], text) IS 'Weighted search document of a template: name (A), tags (B), description (C).';
+
+CREATE TABLE api.workflow_templates (
+    id                    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    slug                  text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    name                  text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    description           text NOT NULL DEFAULT '',
+    category              text NOT NULL CHECK (category IN ('marketing', 'sales', 'operations', 'customer_support', 'admin', 'custom')),
+    tags                  text[] NOT NULL DEFAULT '{}',
+    difficulty            text NOT NULL DEFAULT 'beginner' CHECK (difficulty IN ('beginner', 'intermediate', 'advanced')),
+    estimated_time_saved  text,
+    author                text NOT NULL DEFAULT 'official' CHECK (author IN ('official', 'community')),
+    graph                 jsonb NOT NULL CHECK (jsonb_typeof(graph -> 'nodes') = 'array' AND jsonb_typeof(graph -> 'edges') = 'array'),
+    required_integrations text[] NOT NULL DEFAULT '{}',
+    popularity            integer NOT NULL DEFAULT 0,
+    rating                numeric(2, 1) NOT NULL DEFAULT 0 CHECK (rating BETWEEN 0 AND 5),
+    is_public             boolean NOT NULL DEFAULT true,
+    search                tsvector GENERATED ALWAYS AS (internal.template_search(name, tags, description)) STORED,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX workflow_templates_search ON api.workflow_templates USING gin (search);
+CREATE INDEX workflow_templates_category ON api.workflow_templates (category, popularity DESC) WHERE is_public;
+COMMENT ON TABLE api.workflow_templates IS
+  'Prebuilt workflows to start from. graph holds React Flow nodes and edges; search is a weighted tsvector (name > tags > description).';
+CREATE TRIGGER touch BEFORE UPDATE ON api.workflow_templates FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
+
+ALTER TABLE api.workflow_templates ENABLE ROW LEVEL SECURITY;
+ALTER TABLE api.workflow_templates FORCE ROW LEVEL SECURITY;
+CREATE POLICY catalog_read ON api.workflow_templates FOR SELECT USING (is_public);
+GRANT SELECT ON api.workflow_templates TO anon, authenticated;
+
+-- Catalog seed: written as the migrating superuser (no API role may insert).
+RESET ROLE;
+INSERT INTO api.workflow_templates (slug, name, description, category, tags, estimated_time_saved, graph, required_integrations) VALUES
+('lead-capture-welcome', 'Lead capture with welcome email',
+ 'Every website form submission becomes a lead and gets a welcome email within a minute.',
+ 'marketing', '{forms,email,leads}', '2 hours/week',
+ '{"nodes":[{"id":"form","type":"TRIGGER_FORM","data":{"label":"Form submitted","config":{"form_id":"contact"}}},
+            {"id":"welcome","type":"ACTION_SEND_EMAIL","data":{"label":"Welcome email","config":{"to":"{{lead.email}}","subject":"Thanks for reaching out","body":"We will be in touch shortly."}}}],
+   "edges":[{"id":"e1","source":"form","target":"welcome"}]}', '{}'),
+('demo-follow-up', 'Demo booked follow-up',
+ 'When a demo is booked in Calendly, mark the lead BOOKED and send a confirmation; three days later, follow up.',
+ 'sales', '{calendly,demo,follow-up}', '3 hours/week',
+ '{"nodes":[{"id":"booked","type":"TRIGGER_DEMO_BOOKED","data":{"label":"Demo booked","config":{}}},
+            {"id":"mark","type":"ACTION_UPDATE_LEAD","data":{"label":"Mark booked","config":{"status":"BOOKED"}}},
+            {"id":"confirm","type":"ACTION_SEND_EMAIL","data":{"label":"Confirmation","config":{"to":"{{lead.email}}","subject":"See you soon","body":"Your demo is booked."}}},
+            {"id":"wait","type":"LOGIC_DELAY","data":{"label":"Wait 3 days","config":{"days":3}}},
+            {"id":"follow","type":"ACTION_SEND_EMAIL","data":{"label":"Follow up","config":{"to":"{{lead.email}}","subject":"How did it go?","body":"Any questions after the demo?"}}}],
+   "edges":[{"id":"e1","source":"booked","target":"mark"},{"id":"e2","source":"mark","target":"confirm"},
+            {"id":"e3","source":"confirm","target":"wait"},{"id":"e4","source":"wait","target":"follow"}]}', '{calendly}'),
+('qualify-by-budget', 'Qualify leads by budget',
+ 'Route form leads with a budget over 1,000 to QUALIFIED and notify the team by webhook; the rest get a nurture email.',
+ 'sales', '{qualification,routing,webhook}', '1 hour/week',
+ '{"nodes":[{"id":"form","type":"TRIGGER_FORM","data":{"label":"Form submitted","config":{"form_id":"contact"}}},
+            {"id":"check","type":"LOGIC_CONDITION","data":{"label":"Budget > 1000?","config":{}}},
+            {"id":"qualify","type":"ACTION_UPDATE_LEAD","data":{"label":"Qualify","config":{"status":"QUALIFIED"}}},
+            {"id":"notify","type":"ACTION_WEBHOOK","data":{"label":"Notify team","config":{"url":"https://example.com/hook"}}},
+            {"id":"nurture","type":"ACTION_SEND_EMAIL","data":{"label":"Nurture","config":{"to":"{{lead.email}}","subject":"Resources","body":"Here is what we offer."}}}],
+   "edges":[{"id":"e1","source":"form","target":"check"},
+            {"id":"e2","source":"check","target":"qualify","condition":{"op":"gt","path":"lead.custom_fields.budget","value":1000}},
+            {"id":"e3","source":"qualify","target":"notify"},
+            {"id":"e4","source":"check","target":"nurture","condition":{"not":{"op":"gt","path":"lead.custom_fields.budget","value":1000}}}]}', '{}'),
+('weekly-report', 'Weekly pipeline report',
+ 'Every Monday morning, post the week''s new leads and won deals to a webhook (Slack, Teams, ...).',
+ 'operations', '{schedule,report,slack}', '30 minutes/week',
+ '{"nodes":[{"id":"monday","type":"TRIGGER_SCHEDULE","data":{"label":"Mondays 8:00","config":{"cron":"0 8 * * 1"}}},
+            {"id":"post","type":"ACTION_HTTP_REQUEST","data":{"label":"Post report","config":{"url":"https://example.com/report","method":"POST"}}}],
+   "edges":[{"id":"e1","source":"monday","target":"post"}]}', '{slack}');
+SET LOCAL ROLE flowtrack_owner;
+
+CREATE FUNCTION api.search_templates(q text DEFAULT NULL, category text DEFAULT NULL)
+RETURNS TABLE (id uuid, slug text, name text, description text, category text, tags text[], rank real)
+LANGUAGE sql STABLE AS $$
+    SELECT t.id, t.slug, t.name, t.description, t.category, t.tags,
+           CASE WHEN nullif(trim(q), '') IS NULL THEN 0
+                ELSE ts_rank(t.search, websearch_to_tsquery('english', q)) END AS rank
+      FROM api.workflow_templates t
+     WHERE (nullif(trim(q), '') IS NULL OR t.search @@ websearch_to_tsquery('english', q))
+       AND (search_templates.category IS NULL OR t.category = search_templates.category)
+     ORDER BY rank DESC, t.popularity DESC, t.name
+$$;
+COMMENT ON FUNCTION api.search_templates(text, text) IS
+  'Full-text search of the template library (web-search syntax: "lead email" -slack), best match first.';
+GRANT EXECUTE ON FUNCTION api.search_templates(text, text) TO anon, authenticated;
+
+CREATE FUNCTION api.create_workflow_from_template(template_slug text, name text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    ws uuid := internal.require_workspace(true);
+    t api.workflow_templates;
+    wf uuid;
+BEGIN
+    SELECT * INTO t FROM api.workflow_templates x WHERE x.slug = template_slug AND x.is_public;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'template_slug: no template "%"', template_slug
+            USING ERRCODE = 'PT404', HINT = 'Find one with /rpc/search_templates.';
+    END IF;
+    INSERT INTO api.workflows (workspace_id, name, description, category, tags)
+    VALUES (ws, coalesce(create_workflow_from_template.name, t.name), t.description, t.category, t.tags)
+    RETURNING id INTO wf;
+    INSERT INTO api.workflow_nodes (workspace_id, workflow_id, node_key, node_type, label, config, position, ui)
+    SELECT ws, wf, n ->> 'id', n ->> 'type', n #>> '{data,label}', coalesce(n #> '{data,config}', '{}'),
+           coalesce(n -> 'position', jsonb_build_object('x', 250 * (ord - 1), 'y', 0)),
+           n - 'id' - 'type' - 'position'
+      FROM jsonb_array_elements(t.graph -> 'nodes') WITH ORDINALITY AS x (n, ord);
+    INSERT INTO api.workflow_edges (workspace_id, workflow_id, edge_key, source_key, target_key, condition, ui)
+    SELECT ws, wf, e ->> 'id', e ->> 'source', e ->> 'target', e -> 'condition', e - 'id' - 'source' - 'target' - 'condition'
+      FROM jsonb_array_elements(t.graph -> 'edges') AS e;
+    UPDATE api.workflow_templates SET popularity = popularity + 1 WHERE id = t.id;
+    RETURN wf;
+END
+$$;
+COMMENT ON FUNCTION api.create_workflow_from_template(text, text) IS
+  'Copies a template''s graph into a new draft workflow of the caller''s workspace; returns its id.';
+GRANT EXECUTE ON FUNCTION api.create_workflow_from_template(text, text) TO authenticated;
+
+-- The owner may bump popularity while acting for a workspace.
+CREATE POLICY template_popularity ON api.workflow_templates FOR UPDATE TO flowtrack_owner USING (is_public) WITH CHECK (is_public);
+
+CREATE TABLE api.workspace_daily_stats (
+    workspace_id          uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    day                   date NOT NULL,
+    leads_created         integer NOT NULL DEFAULT 0,
+    executions_started    integer NOT NULL DEFAULT 0,
+    executions_completed  integer NOT NULL DEFAULT 0,
+    executions_failed     integer NOT NULL DEFAULT 0,
+    emails_sent           integer NOT NULL DEFAULT 0,
+    webhooks_delivered    integer NOT NULL DEFAULT 0,
+    webhooks_failed       integer NOT NULL DEFAULT 0,
+    success_rate          numeric(5, 2) GENERATED ALWAYS AS (
+                              CASE WHEN executions_completed + executions_failed = 0 THEN NULL
+                                   ELSE round(100.0 * executions_completed / (executions_completed + executions_failed), 2) END) STORED,
+    refreshed_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, day)
+);
+COMMENT ON TABLE api.workspace_daily_stats IS
+  'Pre-aggregated daily counters per workspace (UTC days) for dashboards; recomputed by pg_cron, so eventually consistent (a few minutes).';
+SELECT flowtrack.enable_tenant_isolation('api.workspace_daily_stats'::regclass, ARRAY['owner']);
+GRANT SELECT ON api.workspace_daily_stats TO authenticated;
+
+-- Recomputes (not increments) a day, so running it twice is harmless.
+CREATE FUNCTION internal.rollup_daily_stats(day date DEFAULT (now() AT TIME ZONE 'UTC')::date)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH bounds AS (SELECT (day::timestamp AT TIME ZONE 'UTC') AS lo, ((day + 1)::timestamp AT TIME ZONE 'UTC') AS hi),
+    counts AS (
+        SELECT workspace_id, count(*) AS leads, 0 AS started, 0 AS completed, 0 AS failed, 0 AS emails, 0 AS ok, 0 AS ko
+          FROM api.leads, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id
+        UNION ALL
+        SELECT workspace_id, 0, count(*), count(*) FILTER (WHERE status = 'completed'),
+               count(*) FILTER (WHERE status IN ('failed', 'timed_out')), 0, 0, 0
+          FROM api.workflow_executions, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id
+        UNION ALL
+        SELECT workspace_id, 0, 0, 0, 0, sum(amount), 0, 0
+          FROM api.usage_events, bounds
+         WHERE occurred_at >= lo AND occurred_at < hi AND quota_key = 'email_sends_per_month' AND event_type = 'consumed'
+         GROUP BY workspace_id
+        UNION ALL
+        SELECT workspace_id, 0, 0, 0, 0, 0, count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed')
+          FROM api.webhook_deliveries, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id),
+    upserted AS (
+        INSERT INTO api.workspace_daily_stats AS s (workspace_id, day, leads_created, executions_started, executions_completed,
+                                                    executions_failed, emails_sent, webhooks_delivered, webhooks_failed)
+        SELECT workspace_id, day, sum(leads), sum(started), sum(completed), sum(failed), sum(emails), sum(ok), sum(ko)
+          FROM counts GROUP BY workspace_id
+        ON CONFLICT (workspace_id, day) DO UPDATE
+           SET leads_created = excluded.leads_created, executions_started = excluded.executions_started,
+               executions_completed = excluded.executions_completed, executions_failed = excluded.executions_failed,
+               emails_sent = excluded.emails_sent, webhooks_delivered = excluded.webhooks_delivered,
+               webhooks_failed = excluded.webhooks_failed, refreshed_at = now()
+        RETURNING 1)
+    SELECT count(*)::integer FROM upserted
+$$;
+COMMENT ON FUNCTION internal.rollup_daily_stats(date) IS
+  'Recomputes workspace_daily_stats for one UTC day from leads, executions, usage events and deliveries. Operator/pg_cron function (runs across tenants).';
+
+RESET ROLE;
+SELECT cron.schedule('flowtrack-daily-stats', '*/5 * * * *',
+    $$SELECT internal.rollup_daily_stats(); SELECT internal.rollup_daily_stats(((now() AT TIME ZONE 'UTC') - interval '1 day')::date)$$);
