@@ -150,7 +150,7 @@ COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
 
 -- The public entry point: POST /rpc/submit_form as anon.
 CREATE FUNCTION api.submit_form(workspace_slug text, form_slug text, fields jsonb, submission_id text DEFAULT NULL)
-RETURNS TABLE (submission text, lead_id uuid, executions_started integer)
+RETURNS TABLE (submission text, accepted boolean, executions_started integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
 SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
 DECLARE
@@ -159,10 +159,11 @@ DECLARE
     value jsonb;
     lead api.leads;
     sub_id text := coalesce(submit_form.submission_id, gen_random_uuid()::text);
-    custom jsonb := '{}';
+    core constant text[] := ARRAY['email', 'first_name', 'last_name', 'phone', 'company'];
+    -- Answers to questions the form does not declare are kept too.
+    custom jsonb := fields - core;
     started integer := 0;
     wf record;
-    core constant text[] := ARRAY['email', 'first_name', 'last_name', 'phone', 'company'];
 BEGIN
     PERFORM internal.check_payload_size('fields', fields);
     IF fields IS NULL OR jsonb_typeof(fields) <> 'object' THEN
@@ -237,7 +238,8 @@ BEGIN
                                          'form:' || sub_id, lead.id);
         started := started + 1;
     END LOOP;
-    RETURN QUERY SELECT sub_id, lead.id, started;
+    -- Nothing about the lead goes back to an anonymous caller.
+    RETURN QUERY SELECT sub_id, true, started;
 END
 $$;
 COMMENT ON FUNCTION api.submit_form(text, text, jsonb, text) IS

@@ -96,3 +96,78 @@ pub async fn published_workflow(db: &Client, t: &Tenant, name: &str) -> Uuid {
     .expect("insert version");
     id
 }
+
+/// Ids of the rows [`populate`] created, for tests that aim at them.
+#[derive(Debug, Clone)]
+pub struct Populated {
+    pub workflow_id: Uuid,
+    pub lead_id: Uuid,
+    pub lead_email: String,
+    pub form_slug: String,
+    pub inbound_token: String,
+    pub execution_id: Uuid,
+}
+
+/// One row (at least) in every tenant table of `t`'s workspace, written as
+/// superuser: an active workflow with a form trigger, a form, a lead with
+/// events, an execution with a step and a log line, webhooks both ways, an
+/// API key, usage, daily stats and (through triggers) audit entries.
+pub async fn populate(db: &Client, t: &Tenant) -> Populated {
+    let ws = t.workspace_id;
+    let workflow_id = published_workflow(db, t, &format!("secret-workflow-{}", t.slug)).await;
+    let form_slug = "contact".to_string();
+    let lead_email = format!("lead@{}.example", t.slug);
+    let script = format!(
+        "
+        UPDATE api.workflows SET status = 'active' WHERE id = '{workflow_id}';
+        INSERT INTO api.workflow_nodes (workspace_id, workflow_id, node_key, node_type, config)
+        VALUES ('{ws}', '{workflow_id}', 'form', 'TRIGGER_FORM', '{{\"form_id\":\"contact\"}}'),
+               ('{ws}', '{workflow_id}', 'mail', 'ACTION_SEND_EMAIL', '{{}}');
+        INSERT INTO api.workflow_edges (workspace_id, workflow_id, edge_key, source_key, target_key)
+        VALUES ('{ws}', '{workflow_id}', 'e1', 'form', 'mail');
+        INSERT INTO api.forms (workspace_id, slug, name) VALUES ('{ws}', 'contact', 'Contact');
+        INSERT INTO api.form_fields (workspace_id, form_id, field_key, label, field_type, required)
+        SELECT '{ws}', id, 'email', 'Email', 'email', true FROM api.forms WHERE workspace_id = '{ws}';
+        INSERT INTO api.leads (workspace_id, email, first_name, custom_fields)
+        VALUES ('{ws}', '{lead_email}', 'Secret', '{{\"budget\": 5000}}');
+        INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source)
+        SELECT '{ws}', id, 'NOTE_ADDED', 'manual' FROM api.leads WHERE workspace_id = '{ws}';
+        INSERT INTO api.webhook_endpoints (workspace_id, url, events) VALUES ('{ws}', 'https://hooks.example/{ws}', '{{lead.created}}');
+        INSERT INTO api.inbound_webhooks (workspace_id, workflow_id) VALUES ('{ws}', '{workflow_id}');
+        SELECT internal.emit_event('{ws}', 'lead.created', '{{\"x\":1}}');
+        SELECT internal.start_execution('{ws}', '{workflow_id}', 'manual', '{{}}', 'populate');
+        INSERT INTO api.execution_steps (workspace_id, execution_id, node_key, node_type)
+        SELECT '{ws}', id, 'form', 'TRIGGER_FORM' FROM api.workflow_executions WHERE workspace_id = '{ws}';
+        INSERT INTO api.execution_logs (workspace_id, execution_id, message)
+        SELECT '{ws}', id, 'started' FROM api.workflow_executions WHERE workspace_id = '{ws}';
+        INSERT INTO api.api_keys (workspace_id, created_by, name, prefix, key_hash, scopes)
+        VALUES ('{ws}', '{owner}', 'ci', 'ft_populated', sha256(convert_to('{ws}', 'UTF8')), '{{leads:read}}');
+        SELECT internal.consume_quota('{ws}', 'ai_tokens', 10);
+        INSERT INTO api.workspace_daily_stats (workspace_id, day, leads_created) VALUES ('{ws}', current_date, 1);
+        INSERT INTO api.subscriptions (workspace_id, plan_id, stripe_customer_id)
+        SELECT '{ws}', plan_id, 'cus_{tag}' FROM api.workspaces WHERE id = '{ws}';
+        UPDATE api.workspaces SET name = name || ' (populated)' WHERE id = '{ws}';
+        ",
+        owner = t.users["owner"],
+        tag = &t.slug[2..],
+    );
+    db.batch_execute(&script)
+        .await
+        .unwrap_or_else(|e| panic!("populate {}: {e}", t.slug));
+    let row = db
+        .query_one(
+            "SELECT l.id, h.token, e.id FROM api.leads l, api.inbound_webhooks h, api.workflow_executions e
+              WHERE l.workspace_id = $1 AND h.workspace_id = $1 AND e.workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .expect("populated rows");
+    Populated {
+        workflow_id,
+        lead_id: row.get(0),
+        lead_email,
+        form_slug,
+        inbound_token: row.get(1),
+        execution_id: row.get(2),
+    }
+}

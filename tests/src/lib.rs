@@ -38,6 +38,12 @@ pub async fn connect_to(url: &str) -> Client {
     client
 }
 
+/// A connection as PostgREST's `authenticator` role, so role switching is
+/// limited exactly as it is behind the API (use this for attack tests).
+pub async fn connect_authenticator() -> Client {
+    connect_to(&env("FLOWTRACK_TEST_API_DB_URL")).await
+}
+
 /// The API server's base URL (`./dev test` starts one in front of the test database).
 pub fn api_url() -> String {
     env("FLOWTRACK_TEST_API_URL")
