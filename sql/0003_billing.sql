@@ -87,12 +87,12 @@ CREATE TABLE internal.usage_idempotency (
     quota_key       text NOT NULL,
     idempotency_key text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
     amount          bigint NOT NULL,
-    used_after      bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workspace_id, quota_key, idempotency_key)
 );
 CREATE INDEX usage_idempotency_created_at ON internal.usage_idempotency (created_at);
-COMMENT ON TABLE internal.usage_idempotency IS 'Keys already counted by consume_quota, so a replay never counts twice.';
+COMMENT ON TABLE internal.usage_idempotency IS
+  'Keys already counted by consume_quota, so a replay never counts twice (a replay reports the counter as it is now).';
 
 SELECT flowtrack.enable_tenant_isolation('api.subscriptions'::regclass, ARRAY['owner']);
 SELECT flowtrack.enable_tenant_isolation('api.usage_quotas'::regclass, ARRAY['owner']);

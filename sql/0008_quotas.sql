@@ -56,7 +56,9 @@ BEGIN
            limit_value = excluded.limit_value,
            -- A gauge over a lowered limit keeps its count; the hard limit
            -- then just refuses growth until it falls back under.
-           hard_limit = greatest(excluded.hard_limit, CASE WHEN q.period_end > now() THEN q.used ELSE excluded.used END),
+           -- (NULL is unlimited: greatest() would ignore it and lock the key.)
+           hard_limit = CASE WHEN excluded.hard_limit IS NULL THEN NULL
+                             ELSE greatest(excluded.hard_limit, CASE WHEN q.period_end > now() THEN q.used ELSE excluded.used END) END,
            used = CASE WHEN q.period_end > now() THEN q.used ELSE excluded.used END,
            soft_limit_reached_at = CASE WHEN q.period_end > now() THEN q.soft_limit_reached_at END,
            updated_at = now()
@@ -87,41 +89,34 @@ END
 $$;
 COMMENT ON FUNCTION internal.roll_over_quotas() IS 'Rolls every workspace whose period ended (pg_cron, every minute). Returns how many.';
 
-CREATE FUNCTION internal.quota_refusal(ws uuid, key text, amount bigint)
+CREATE FUNCTION internal.quota_refusal(key text, amount bigint, used bigint, limit_value bigint,
+                                       hard_limit bigint, resets_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    q api.usage_quotas;
 BEGIN
-    SELECT * INTO q FROM api.usage_quotas WHERE workspace_id = ws AND quota_key = key;
-    IF (SELECT k.kind FROM api.quota_keys k WHERE k.key = quota_refusal.key) = 'gauge' THEN
-        q.period_end := NULL;  -- gauges do not reset
-    END IF;
-    RAISE EXCEPTION 'quota exceeded: % (used %, limit %)', key, q.used, q.limit_value
+    RAISE EXCEPTION 'quota exceeded: % (used %, limit %)', key, used, limit_value
         USING ERRCODE = 'PT429',
-              DETAIL = json_build_object('key', key, 'limit', q.limit_value, 'hard_limit', q.hard_limit,
-                                         'used', q.used, 'requested', amount, 'resets_at', q.period_end)::text,
+              DETAIL = json_build_object('key', key, 'limit', limit_value, 'hard_limit', hard_limit,
+                                         'used', used, 'requested', amount, 'resets_at', resets_at)::text,
               HINT = 'Upgrade the plan, or wait until resets_at for per-period quotas.';
 END
 $$;
-COMMENT ON FUNCTION internal.quota_refusal(uuid, text, bigint) IS 'Raises PT429 (HTTP 429) with JSON detail: key, limit, used, resets_at.';
+COMMENT ON FUNCTION internal.quota_refusal(text, bigint, bigint, bigint, bigint, timestamptz) IS
+  'Raises PT429 (HTTP 429) with JSON detail: key, limit, hard_limit, used, requested, resets_at (NULL for gauges).';
 
--- The check-and-count itself is flowtrack.consume_quota (Rust, one
--- conditional UPDATE with kept plans); this wrapper acts for the workspace
--- and turns a refusal into PT429.
+-- The check-and-count itself is flowtrack.consume_quota (Rust, one statement
+-- with a kept plan); this wrapper only turns a refusal into PT429, because
+-- custom SQLSTATEs cannot be raised from pgrx.
 CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL,
                                        OUT used bigint, OUT limit_value bigint, OUT remaining bigint,
                                        OUT resets_at timestamptz, OUT replayed boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
     SELECT * INTO r FROM flowtrack.consume_quota(ws, key, amount, idempotency_key);
     IF r.outcome = 'refused' THEN
-        PERFORM internal.quota_refusal(ws, key, amount);
+        PERFORM internal.quota_refusal(key, amount, r.used, r.limit_value, r.hard_limit, r.resets_at);
     END IF;
     used := r.used;
     limit_value := r.limit_value;
@@ -136,13 +131,8 @@ COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS
 CREATE FUNCTION internal.check_quota(ws uuid, key text, amount bigint DEFAULT 1,
                                      OUT allowed boolean, OUT used bigint, OUT limit_value bigint,
                                      OUT remaining bigint, OUT resets_at timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
-BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
-    SELECT * INTO allowed, used, limit_value, remaining, resets_at FROM flowtrack.check_quota(ws, key, amount);
-END
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM flowtrack.check_quota(ws, key, amount)
 $$;
 COMMENT ON FUNCTION internal.check_quota(uuid, text, bigint) IS
   'Read-only quota check for a workspace (flowtrack.check_quota): allowed, used, limit, remaining and resets_at (NULL for gauges).';

@@ -457,3 +457,97 @@ async fn starting_an_execution_is_metered_once_per_idempotency_key() {
     let replay = pgrst(&mut db, &req, sql, &[&wf, &"form-1"]).await.unwrap();
     assert_eq!(replay[0]["created"], false);
 }
+
+#[tokio::test]
+async fn unlimited_keys_stay_unlimited_across_rollover_and_upgrades() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "enterprise").await;
+    db.execute(
+        "SELECT internal.consume_quota($1, 'executions_per_month', 5)",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE api.usage_quotas SET period_start = now() - interval '40 days', period_end = now() - interval '10 days'
+          WHERE workspace_id = $1",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE api.workspaces SET created_at = now() - interval '40 days' WHERE id = $1",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    for key in ["executions_per_month", "ai_tokens", "leads"] {
+        db.execute(
+            "SELECT internal.consume_quota($1, $2, 1000000)",
+            &[&t.workspace_id, &key],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{key} must stay unlimited after rollover: {e}"));
+    }
+    // Upgrading mid-period from a capped plan to an unlimited one lifts the cap.
+    let p = fixtures::tenant(&db, "pro").await;
+    db.execute(
+        "SELECT internal.consume_quota($1, 'executions_per_month', 700)",
+        &[&p.workspace_id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE api.workspaces SET plan_id = (SELECT id FROM api.subscription_plans WHERE code = 'enterprise') WHERE id = $1;",
+        &[&p.workspace_id],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT internal.sync_quotas($1)", &[&p.workspace_id])
+        .await
+        .unwrap();
+    let hard: Option<i64> = db
+        .query_one("SELECT hard_limit FROM api.usage_quotas WHERE workspace_id = $1 AND quota_key = 'executions_per_month'", &[&p.workspace_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hard, None);
+    db.execute(
+        "SELECT internal.consume_quota($1, 'executions_per_month', 100000)",
+        &[&p.workspace_id],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_call_does_not_burn_its_idempotency_key() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "free").await;
+    db.execute(
+        "UPDATE api.usage_quotas SET used = 120 WHERE workspace_id = $1 AND quota_key = 'executions_per_month'",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    let sql =
+        "SELECT replayed FROM internal.consume_quota($1, 'executions_per_month', 1, 'retry-me')";
+    let err = db.query_one(sql, &[&t.workspace_id]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "PT429");
+    // Even a caller that swallows the refusal and commits keeps the key free.
+    let outcome: String = db
+        .query_one("SELECT outcome FROM flowtrack.consume_quota($1, 'executions_per_month', 1, 'retry-me')", &[&t.workspace_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "refused");
+    db.execute(
+        "UPDATE api.usage_quotas SET used = 10 WHERE workspace_id = $1 AND quota_key = 'executions_per_month'",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    let replayed: bool = db.query_one(sql, &[&t.workspace_id]).await.unwrap().get(0);
+    assert!(!replayed, "the key counts now that there is room");
+    assert_eq!(used(&db, t.workspace_id, "executions_per_month").await, 11);
+}
