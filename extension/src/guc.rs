@@ -28,11 +28,38 @@ static WORKSPACE_ID: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
 static WORKSPACE_ROLE: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
+static KEY_FILE: GucSetting<Option<OwnedCString>> = GucSetting::<Option<OwnedCString>>::new(None);
+static ACTIVE_KEY_ID: GucSetting<Option<OwnedCString>> =
+    GucSetting::<Option<OwnedCString>>::new(None);
 
-/// Define FlowTrack's own settings. They are user-settable on purpose:
-/// SECURITY DEFINER functions owned by the non-superuser owner role scope
-/// them with `SET flowtrack.workspace_id = ''` clauses, which Postgres only
-/// allows for defined (not placeholder) user-settable parameters.
+fn non_empty(setting: &GucSetting<Option<OwnedCString>>) -> Option<String> {
+    let value = setting.get()?.to_string_lossy().into_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+/// `flowtrack.key_file`: path of the key file that encrypts secrets at rest.
+pub fn key_file() -> Option<String> {
+    non_empty(&KEY_FILE)
+}
+
+/// `flowtrack.active_key_id`: the key new encryptions use, when not the
+/// key file's first.
+pub fn active_key_id() -> Option<String> {
+    non_empty(&ACTIVE_KEY_ID)
+}
+
+/// Define FlowTrack's own settings. The tenant overrides are user-settable on
+/// purpose: SECURITY DEFINER functions owned by the non-superuser owner role
+/// scope them with `SET flowtrack.workspace_id = ''` clauses, which Postgres
+/// only allows for defined (not placeholder) user-settable parameters.
+///
+/// The key settings are the opposite: superuser-only (SUSET), so only
+/// postgresql.conf, ALTER SYSTEM or a superuser session can point the
+/// database at a key file or pick the active key. A non-superuser cannot SET
+/// them, name them in a function's SET clause or ALTER ROLE them, and a
+/// placeholder value a non-superuser set before the library loaded is
+/// discarded when it loads (Postgres 15 records who set a placeholder).
+/// SUPERUSER_ONLY also hides their values from non-superusers' SHOW.
 pub fn init() {
     GucRegistry::define_string_guc(
         c"flowtrack.workspace_id",
@@ -49,5 +76,21 @@ pub fn init() {
         &WORKSPACE_ROLE,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"flowtrack.key_file",
+        c"Key file that encrypts FlowTrack secrets at rest.",
+        c"Absolute path readable only by the server's OS user; lines key_id=base64(32 bytes). The first key (or flowtrack.active_key_id) encrypts, every key decrypts.",
+        &KEY_FILE,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"flowtrack.active_key_id",
+        c"Key id new encryptions use; empty means the key file's first key.",
+        c"Must name a key in flowtrack.key_file. Set it to roll a new key in before re-encrypting with internal.rotate_secrets.",
+        &ACTIVE_KEY_ID,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
     );
 }
