@@ -78,7 +78,7 @@ BEGIN
         RAISE EXCEPTION 'workspace_id: this call needs a token for a workspace'
             USING ERRCODE = 'PT403', HINT = 'Use a JWT that carries workspace_id and workspace_role.';
     END IF;
-    IF write AND flowtrack.current_workspace_role() NOT IN ('owner', 'admin', 'member') THEN
+    IF write AND coalesce(flowtrack.current_workspace_role(), '') NOT IN ('owner', 'admin', 'member') THEN
         RAISE EXCEPTION 'workspace_role: viewers cannot change anything'
             USING ERRCODE = '42501', HINT = 'Ask an owner or admin for the member role.';
     END IF;

@@ -132,6 +132,7 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         VALUES ('{ws}', '{lead_email}', 'Secret', '{{\"budget\": 5000}}');
         INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source)
         SELECT '{ws}', id, 'NOTE_ADDED', 'manual' FROM api.leads WHERE workspace_id = '{ws}';
+        INSERT INTO api.connections (workspace_id, integration_id, name) VALUES ('{ws}', 'gmail', 'Mail');
         INSERT INTO api.webhook_endpoints (workspace_id, url, events) VALUES ('{ws}', 'https://hooks.example/{ws}', '{{lead.created}}');
         INSERT INTO api.inbound_webhooks (workspace_id, workflow_id) VALUES ('{ws}', '{workflow_id}');
         SELECT internal.emit_event('{ws}', 'lead.created', '{{\"x\":1}}');
