@@ -1,6 +1,7 @@
 //! Side effects, one module per kind of job. Each takes the job's payload and
 //! returns an [`Outcome`](crate::claim::Outcome); none touches the database.
 
+pub mod email;
 pub mod http;
 
 use crate::claim::{Job, Outcome};
@@ -9,6 +10,7 @@ use crate::claim::{Job, Outcome};
 pub fn perform(job: &Job) -> Outcome {
     match job.kind.as_str() {
         "http_request" | "webhook" => http::perform(&job.payload),
+        "email" => email::perform(&job.payload),
         other => Outcome::Failed {
             error: format!("kind: this worker has no handler for job kind \"{other}\""),
             retry: false,
