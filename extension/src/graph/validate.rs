@@ -194,7 +194,7 @@ fn validate_graph(
     ),
 > {
     let g = Graph::parse_text("graph", graph);
-    let reg = Spi::connect_mut(|c| registry::load(c));
+    let reg = Spi::connect_mut(registry::load);
     rows(validate(&g, &reg))
 }
 
