@@ -174,7 +174,7 @@ COMMENT ON FUNCTION api.import_n8n(jsonb, text) IS
   'Creates a draft workflow from an n8n export (nodes + connections) through the node-type mapping. Returns every node, setting, condition or connection that could not be mapped as problems [{code, node, edge, message, hint}]; nothing is dropped (unmapped nodes arrive as N8N_* types). Validate before publishing.';
 GRANT EXECUTE ON FUNCTION api.import_n8n(jsonb, text) TO authenticated;
 
-CREATE FUNCTION api.workflow_order(workflow_id uuid) RETURNS TABLE (position integer, node text)
+CREATE FUNCTION api.workflow_order(workflow_id uuid) RETURNS TABLE ("position" integer, node text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
     SELECT o.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.topological_order(internal.workflow_graph(w.id)::text) o
