@@ -281,6 +281,8 @@ pub fn convert(v: &Value) -> (Value, Vec<Problem>) {
     let mut nodes = Vec::with_capacity(nodes_in.len());
     let mut names: HashSet<String> = HashSet::new();
     let mut types: HashMap<String, String> = HashMap::new();
+    // Some exports key connections by node id instead of name.
+    let mut by_id: HashMap<String, String> = HashMap::new();
     for (i, n) in nodes_in.iter().enumerate() {
         let t = s(n, "type").unwrap_or("").to_string();
         let mut name = s(n, "name").map(str::to_string).unwrap_or_default();
@@ -307,6 +309,9 @@ pub fn convert(v: &Value) -> (Value, Vec<Problem>) {
             name = fixed;
         }
         names.insert(name.clone());
+        if let Some(id) = s(n, "id").filter(|id| !id.is_empty()) {
+            by_id.entry(id.to_string()).or_insert_with(|| name.clone());
+        }
         let params = n.get("parameters").cloned().unwrap_or_else(|| json!({}));
         let (ntype, config) = match map_node(&t, &params, &name, &mut problems) {
             Some((ft, c)) => (ft.to_string(), c),
@@ -336,7 +341,19 @@ pub fn convert(v: &Value) -> (Value, Vec<Problem>) {
     let mut edges = Vec::new();
     let mut edge_ids = HashSet::new();
     if let Some(Value::Object(conns)) = v.get("connections") {
-        for (source, by_type) in conns {
+        let resolve = |k: &str| -> String {
+            if names.contains(k) {
+                k.to_string()
+            } else if let Some(n) = by_id.get(k) {
+                n.clone()
+            } else if k.is_empty() {
+                "(empty name)".to_string()
+            } else {
+                k.to_string()
+            }
+        };
+        for (raw_source, by_type) in conns {
+            let source = &resolve(raw_source);
             if !names.contains(source) {
                 problems.push(Problem::node(
                     "dangling_connection",
@@ -354,11 +371,12 @@ pub fn convert(v: &Value) -> (Value, Vec<Problem>) {
                 };
                 for (out, targets) in outputs.iter().enumerate() {
                     for c in targets.as_array().into_iter().flatten() {
-                        let Some(target) = s(c, "node") else {
+                        let Some(raw_target) = s(c, "node") else {
                             problems.push(Problem::node("invalid_connection", source,
                                 format!("connections.{source}.{ctype}[{out}]: an entry has no target node"), "Remove it."));
                             continue;
                         };
+                        let target = &resolve(raw_target);
                         let idx = c.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let source_handle = match (ctype.as_str(), out) {
                             ("main", 0)
@@ -396,8 +414,12 @@ pub fn convert(v: &Value) -> (Value, Vec<Problem>) {
                         if id.chars().count() > 200 {
                             id = format!("e{}", edges.len() + 1);
                         }
-                        edges.push(json!({"id": id, "source": source, "target": target,
-                                          "sourceHandle": source_handle, "targetHandle": target_handle}));
+                        let mut e = json!({"id": id, "source": source, "target": target,
+                                           "sourceHandle": source_handle, "targetHandle": target_handle});
+                        if raw_source != source || raw_target != target {
+                            e["n8n"] = json!({"source": raw_source, "target": raw_target});
+                        }
+                        edges.push(e);
                     }
                 }
             }
