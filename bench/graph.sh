@@ -3,6 +3,8 @@
 # 10,000 nodes: the extension against a plain-SQL recursive-CTE
 # implementation of the same checks, measured in the same run.
 set -euo pipefail
+# BENCH_PSQL runs psql as the cluster's OS user through as_pg (as ./dev does).
+as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
 psql_() { $BENCH_PSQL "$@"; }
 cp "$ROOT/bench/graph.sql" /tmp/flowtrack-bench-graph.sql && chmod 644 /tmp/flowtrack-bench-graph.sql
 psql_ -v ON_ERROR_STOP=1 -f /tmp/flowtrack-bench-graph.sql >/dev/null
@@ -17,7 +19,7 @@ for n in 100 1000 10000; do
   rust=$(psql_ -tAc "SELECT bench.time('rust', $n, $reps)")
   sql_reps=5; [[ $n -ge 1000 ]] && sql_reps=2
   if [[ $n -ge 10000 ]]; then
-    sql=$(psql_ -tAc "SET statement_timeout = '300s'; SELECT bench.time('plain_sql', $n, 1)" 2>/dev/null || echo "")
+    sql=$(psql_ -tA -c "SET statement_timeout = '300s'" -c "SELECT bench.time('plain_sql', $n, 1)" 2>/dev/null || echo "")
   else
     sql=$(psql_ -tAc "SELECT bench.time('plain_sql', $n, $sql_reps)")
   fi

@@ -5,6 +5,8 @@
 # same graph over the same tables, in the same run. Also counts commits per
 # execution from pg_stat_database.
 set -euo pipefail
+# BENCH_PSQL runs psql as the cluster's OS user through as_pg (as ./dev does).
+as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
 psql_() { $BENCH_PSQL "$@"; }
 PGBENCH="/usr/lib/postgresql/15/bin/pgbench"
 tmp=$(mktemp -d /tmp/flowtrack-bench-ingress.XXXX); chmod 755 "$tmp"
