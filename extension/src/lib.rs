@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 mod crypto;
 mod error;
+mod graph;
 mod guc;
 mod quota;
 mod tenancy;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Executions/s of the 3-node internal workflow (trigger -> condition ->
+# update lead) at 1, 8 and 32 clients with pgbench: the graph engine
+# (internal.start_execution) against a hand-written PL/pgSQL walk of the
+# same graph over the same tables, in the same run. Also counts commits per
+# execution from pg_stat_database.
+set -euo pipefail
+# BENCH_PSQL runs psql as the cluster's OS user through as_pg (as ./dev does).
+as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
+psql_() { $BENCH_PSQL "$@"; }
+PGBENCH="/usr/lib/postgresql/15/bin/pgbench"
+tmp=$(mktemp -d /tmp/flowtrack-bench-ingress.XXXX); chmod 755 "$tmp"
+cp "$ROOT/bench/ingress.sql" "$tmp/" && chmod 644 "$tmp/ingress.sql"
+psql_ -v ON_ERROR_STOP=1 -f "$tmp/ingress.sql" >/dev/null
+WS=00000000-0000-4000-8000-00000000b0a1
+cat >"$tmp/engine.sql" <<SQL
+\set r random(1, 1000)
+SELECT internal.start_execution('$WS', '00000000-0000-4000-8000-00000000bf01', 'manual', '{}',
+       md5(random()::text || clock_timestamp()::text),
+       (SELECT id FROM api.leads WHERE workspace_id = '$WS' AND email = 'lead' || :r || '@bench.example'));
+SQL
+cat >"$tmp/plpgsql.sql" <<SQL
+\set r random(1, 1000)
+SELECT bench.start_execution_plpgsql('$WS', '00000000-0000-4000-8000-00000000bf02', '{}',
+       md5(random()::text || clock_timestamp()::text),
+       (SELECT id FROM api.leads WHERE workspace_id = '$WS' AND email = 'lead' || :r || '@bench.example'));
+SQL
+chmod 644 "$tmp"/*.sql
+DURATION=${BENCH_SECONDS:-15}
+tps() {
+  (cd / && sudo -u postgres "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared \
+      -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" -f "$tmp/$1.sql" "$BENCH_DB" 2>&1) \
+    | awk '/^tps/ { printf "%.0f", $3 }'
+}
+commits() { psql_ -tAc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
+runs() { psql_ -tAc "SELECT count(*) FROM api.workflow_executions WHERE workflow_id = '$1' AND status = 'completed'"; }
+echo "| clients | engine (exec/s) | hand-written PL/pgSQL (exec/s) | ratio |"
+echo "| ---: | ---: | ---: | ---: |"
+for c in 1 8 32; do
+  e=$(tps engine "$c"); p=$(tps plpgsql "$c")
+  echo "| $c | $e | $p | $(awk -v a="$e" -v b="$p" 'BEGIN { printf "%.2fx", a / b }') |"
+done
+# One commit per execution: a fixed number of engine transactions, the
+# commit counter before and after (the two psql reads commit once each).
+before_c=$(commits); before_r=$(runs 00000000-0000-4000-8000-00000000bf01)
+(cd / && sudo -u postgres "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared -c 4 -t 500 \
+    -f "$tmp/engine.sql" "$BENCH_DB" >/dev/null 2>&1)
+sleep 1
+after_c=$(commits); after_r=$(runs 00000000-0000-4000-8000-00000000bf01)
+echo
+echo "commits per execution: $(( after_c - before_c - 2 )) commits for $(( after_r - before_r )) completed executions"
+qualified=$(psql_ -tAc "SELECT count(*) FILTER (WHERE s.node_key = 'mark') || '/' || count(DISTINCT s.execution_id)
+                         FROM api.execution_steps s JOIN api.workflow_executions e ON e.id = s.execution_id
+                        WHERE e.workflow_id = '00000000-0000-4000-8000-00000000bf01'")
+echo "engine executions that reached 'mark' / all: $qualified"
+rm -rf "$tmp"

@@ -1,0 +1,161 @@
+//! The node-type registry: what each node type does when an execution
+//! reaches it (its executor) and the JSON Schema its config must match.
+//!
+//! The built-in types are defined here and copied into `api.node_types` by
+//! migration 0030; the table is the registry the engine reads, so a
+//! deployment extends it with an INSERT (a new action that the worker
+//! performs is a row with executor `job:<kind>`).
+
+use std::collections::HashMap;
+
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+
+use pgrx::spi::SpiClient;
+
+use crate::graph::spi;
+
+/// What the engine does on reaching a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executor {
+    /// Where an execution starts; completes with the trigger payload.
+    Trigger,
+    /// Evaluated at once: routes along `true`/`false` handles and conditions.
+    Condition,
+    /// Schedules the step `config` days/hours/minutes/seconds ahead.
+    Delay,
+    /// Done inside the database, in the same transaction.
+    UpdateLead,
+    AddLeadEvent,
+    /// Needs the outside world: one `internal.jobs` row of this kind.
+    Job(String),
+}
+
+impl Executor {
+    pub fn parse(s: &str) -> Option<Executor> {
+        Some(match s {
+            "trigger" => Executor::Trigger,
+            "condition" => Executor::Condition,
+            "delay" => Executor::Delay,
+            "update_lead" => Executor::UpdateLead,
+            "add_lead_event" => Executor::AddLeadEvent,
+            _ => Executor::Job(s.strip_prefix("job:")?.to_string()),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeType {
+    pub executor: Executor,
+    pub schema: Value,
+}
+
+pub type Registry = HashMap<String, NodeType>;
+
+/// Every node may bound how often one execution enters it; that is what
+/// makes a cycle through it legal.
+fn common() -> Value {
+    json!({"max_visits": {"type": "integer", "minimum": 1, "maximum": 1000}})
+}
+
+fn object(required: &[&str], props: Value) -> Value {
+    let mut p = common();
+    p.as_object_mut()
+        .unwrap()
+        .extend(props.as_object().cloned().unwrap_or_default());
+    json!({"type": "object", "required": required, "additionalProperties": false, "properties": p})
+}
+
+/// (type, category, executor, description, config schema)
+pub fn builtins() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+)> {
+    let text = json!({"type": "string", "minLength": 1, "maxLength": 10000});
+    let url = json!({"type": "string", "minLength": 8, "maxLength": 2000});
+    let headers = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let amount = json!({"type": "number", "minimum": 0, "maximum": 3650});
+    vec![
+        ("TRIGGER_FORM", "trigger", "trigger", "A public form was submitted (config.form_id is the form slug).",
+         object(&["form_id"], json!({"form_id": {"type": "string", "minLength": 1, "maxLength": 200}}))),
+        ("TRIGGER_WEBHOOK", "trigger", "trigger", "An inbound webhook was called.",
+         object(&[], json!({"path": {"type": "string"}, "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}}))),
+        ("TRIGGER_SCHEDULE", "trigger", "trigger", "A schedule fired (config.cron, five fields).",
+         object(&["cron"], json!({"cron": {"type": "string", "minLength": 9, "maxLength": 100}, "timezone": {"type": "string"}}))),
+        ("TRIGGER_DEMO_BOOKED", "trigger", "trigger", "A demo was booked (Calendly, Cal.com).",
+         object(&[], json!({"provider": {"enum": ["calendly", "cal_com", "any"]}, "event_type": {"type": "string"}}))),
+        ("TRIGGER_MANUAL", "trigger", "trigger", "Started by hand or through the API.", object(&[], json!({}))),
+        ("ACTION_SEND_EMAIL", "action", "job:email", "Sends an email; {{path}} placeholders are filled from the execution context.",
+         object(&["to", "subject"], json!({"to": text, "subject": text, "body": {"type": "string", "maxLength": 100000},
+                                           "from": {"type": "string"}, "reply_to": {"type": "string"}}))),
+        ("ACTION_HTTP_REQUEST", "action", "job:http_request", "Calls an HTTP endpoint.",
+         object(&["url"], json!({"url": url, "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                                  "headers": headers, "body": {}, "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 60000}}))),
+        ("ACTION_WEBHOOK", "action", "job:webhook", "Posts the execution context to a webhook URL.",
+         object(&["url"], json!({"url": url, "headers": headers, "body": {}}))),
+        ("ACTION_UPDATE_LEAD", "action", "update_lead", "Sets the lead's pipeline status and/or merges custom fields (inside the database).",
+         json!({"type": "object", "additionalProperties": false, "minProperties": 1, "properties": {
+             "max_visits": common()["max_visits"],
+             "status": {"enum": ["NEW", "CONTACTED", "QUALIFIED", "BOOKED", "WON", "LOST", "ARCHIVED"]},
+             "fields": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}}}})),
+        ("ACTION_ADD_LEAD_EVENT", "action", "add_lead_event", "Adds a WORKFLOW_ACTION (or given) event to the lead's activity log.",
+         object(&[], json!({"event_type": {"enum": ["WORKFLOW_ACTION", "NOTE_ADDED", "EMAIL_SENT", "DEMO_BOOKED"]},
+                            "note": {"type": "string", "maxLength": 10000}, "payload": {"type": "object"}}))),
+        ("LOGIC_DELAY", "logic", "delay", "Waits, then carries on (days, hours, minutes, seconds add up).",
+         json!({"type": "object", "additionalProperties": false, "minProperties": 1, "properties": {
+             "max_visits": common()["max_visits"], "days": amount, "hours": amount, "minutes": amount, "seconds": amount}})),
+        ("LOGIC_CONDITION", "logic", "condition", "Branches: config.condition picks the true/false handle; edge conditions gate each edge.",
+         object(&[], json!({"condition": {"type": ["object", "boolean"]}}))),
+    ]
+}
+
+const LOAD: &str = "SELECT node_type, executor, config_schema::text FROM api.node_types";
+
+/// The registry as stored in `api.node_types`.
+pub fn load(client: &mut SpiClient<'_>) -> Registry {
+    let rows = spi::rows(client, LOAD, &[], 3);
+    rows.into_iter()
+        .filter_map(|r| {
+            let mut it = r.into_iter();
+            let name = it.next()??;
+            let executor = Executor::parse(&it.next()??)?;
+            let schema = serde_json::from_str(&it.next()??).ok()?;
+            Some((name, NodeType { executor, schema }))
+        })
+        .collect()
+}
+
+/// The built-in types as rows, for migration 0030 to seed `api.node_types`.
+#[pg_extern(immutable, parallel_safe)]
+fn builtin_node_types() -> TableIterator<
+    'static,
+    (
+        name!(node_type, String),
+        name!(category, String),
+        name!(executor, String),
+        name!(description, String),
+        name!(config_schema, pgrx::JsonB),
+    ),
+> {
+    TableIterator::new(builtins().into_iter().map(|(t, c, e, d, s)| {
+        (
+            t.to_string(),
+            c.to_string(),
+            e.to_string(),
+            d.to_string(),
+            pgrx::JsonB(s),
+        )
+    }))
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION flowtrack.builtin_node_types() IS
+  'The built-in node types (type, category, executor, description, JSON Schema of config); migration 0030 copies them into api.node_types.';
+"#,
+    name = "comments_registry",
+    requires = [builtin_node_types]
+);

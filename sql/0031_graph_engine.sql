@@ -1,0 +1,387 @@
+-- The graph engine's SQL surface: validate, publish, import/export (React
+-- Flow, n8n), explain; start_execution now advances the graph in the
+-- caller's transaction; the worker reports job outcomes as step outcomes.
+SELECT flowtrack.version();
+GRANT EXECUTE ON FUNCTION
+    flowtrack.validate_graph(text),
+    flowtrack.topological_order(text),
+    flowtrack.successors(text, text, text),
+    flowtrack.reachable(text, text),
+    flowtrack.explain(text, text),
+    flowtrack.react_flow_split(text),
+    flowtrack.react_flow_join(text),
+    flowtrack.n8n_to_flow(text),
+    flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer),
+    flowtrack.complete_step(uuid, text),
+    flowtrack.fail_step(uuid, text)
+TO flowtrack_owner;
+SET LOCAL ROLE flowtrack_owner;
+
+-- ---------------------------------------------------------------- graph ----
+
+CREATE FUNCTION internal.workflow_graph(workflow_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'nodes', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                               'id', n.node_key, 'type', n.node_type, 'position', n.position,
+                               'data', jsonb_build_object('label', n.label, 'config', n.config), 'ui', n.ui)
+                             ORDER BY (n.ui #>> '{$rf,i}')::integer NULLS LAST, n.node_key)
+                             FROM api.workflow_nodes n WHERE n.workflow_id = workflow_graph.workflow_id), '[]'),
+        'edges', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                               'id', e.edge_key, 'source', e.source_key, 'target', e.target_key,
+                               'sourceHandle', e.source_handle, 'targetHandle', e.target_handle,
+                               'condition', e.condition, 'label', e.label, 'ui', e.ui)
+                             ORDER BY (e.ui #>> '{$rf,i}')::integer NULLS LAST, e.edge_key)
+                             FROM api.workflow_edges e WHERE e.workflow_id = workflow_graph.workflow_id), '[]'))
+$$;
+COMMENT ON FUNCTION internal.workflow_graph(uuid) IS
+  'The draft graph of a workflow (visible to the caller) in canonical JSON: {nodes: [{id, type, data: {label, config}, position, ui}], edges: [...]}; what validation reads and publishing snapshots.';
+
+CREATE FUNCTION internal.find_workflow(workflow_id uuid, write boolean DEFAULT false) RETURNS api.workflows
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w api.workflows;
+BEGIN
+    SELECT * INTO w FROM api.workflows x
+     WHERE x.id = find_workflow.workflow_id AND x.workspace_id = internal.require_workspace(write) AND x.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow_id: no workflow % in this workspace', workflow_id
+            USING ERRCODE = 'PT404', HINT = 'List workflows with GET /workflows.';
+    END IF;
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION internal.find_workflow(uuid, boolean) IS 'The caller''s workflow (PT404 otherwise); with write, refuses viewers.';
+
+CREATE FUNCTION api.validate_workflow(workflow_id uuid)
+RETURNS TABLE (code text, node text, edge text, message text, hint text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT v.* FROM internal.find_workflow(workflow_id) w,
+           flowtrack.validate_graph(internal.workflow_graph(w.id)::text) v
+$$;
+COMMENT ON FUNCTION api.validate_workflow(uuid) IS
+  'Every problem of the workflow''s draft graph at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge.';
+GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
+
+CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)
+RETURNS TABLE (version integer, problems integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+    graph jsonb := internal.workflow_graph(w.id);
+    found jsonb;
+    n integer;
+    next_version integer;
+BEGIN
+    SELECT jsonb_agg(to_jsonb(v)), count(*) INTO found, n FROM flowtrack.validate_graph(graph::text) v;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'workflow_id: workflow % has % validation problem(s); first: %', w.id, n, found -> 0 ->> 'message'
+            USING ERRCODE = '23514', DETAIL = found::text,
+                  HINT = 'Fix every problem listed (POST /rpc/validate_workflow), then publish again.';
+    END IF;
+    SELECT coalesce(max(v.version), 0) + 1 INTO next_version FROM api.workflow_versions v WHERE v.workflow_id = w.id;
+    INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
+    VALUES (w.workspace_id, w.id, next_version, graph, change_note, flowtrack.current_user_id());
+    UPDATE api.workflows SET published_version = next_version, published_at = now() WHERE id = w.id;
+    RETURN QUERY SELECT next_version, 0;
+END
+$$;
+COMMENT ON FUNCTION api.publish_workflow(uuid, text) IS
+  'Validates the draft graph and snapshots it as the next immutable version, which new executions run; running executions keep theirs. 400 (23514) listing every problem in the detail when validation fails.';
+GRANT EXECUTE ON FUNCTION api.publish_workflow(uuid, text) TO authenticated;
+
+CREATE FUNCTION internal.store_flow(w api.workflows, flow jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    rows jsonb := flowtrack.react_flow_split(flow::text);
+    node_count integer;
+BEGIN
+    DELETE FROM api.workflow_edges e WHERE e.workflow_id = w.id;
+    DELETE FROM api.workflow_nodes n WHERE n.workflow_id = w.id;
+    INSERT INTO api.workflow_nodes (workspace_id, workflow_id, node_key, node_type, label, config, position, ui)
+    SELECT w.workspace_id, w.id, r.node_key, r.node_type, r.label, r.config, r.position, r.ui
+      FROM jsonb_to_recordset(rows -> 'nodes')
+           AS r (node_key text, node_type text, label text, config jsonb, position jsonb, ui jsonb);
+    GET DIAGNOSTICS node_count = ROW_COUNT;
+    INSERT INTO api.workflow_edges (workspace_id, workflow_id, edge_key, source_key, target_key,
+                                    source_handle, target_handle, condition, label, ui)
+    SELECT w.workspace_id, w.id, r.edge_key, r.source_key, r.target_key, r.source_handle, r.target_handle,
+           CASE WHEN jsonb_typeof(r.condition) = 'null' THEN NULL ELSE r.condition END, r.label, r.ui
+      FROM jsonb_to_recordset(rows -> 'edges')
+           AS r (edge_key text, source_key text, target_key text, source_handle text, target_handle text,
+                 condition jsonb, label text, ui jsonb);
+    IF rows -> 'viewport' IS NOT NULL AND jsonb_typeof(rows -> 'viewport') <> 'null' THEN
+        UPDATE api.workflows SET viewport = rows -> 'viewport' WHERE id = w.id;
+    END IF;
+    RETURN node_count;
+END
+$$;
+COMMENT ON FUNCTION internal.store_flow(api.workflows, jsonb) IS
+  'Replaces a workflow''s nodes and edges with React Flow state (lossless: unknown fields go to ui). Returns the node count.';
+
+CREATE FUNCTION api.import_react_flow(workflow_id uuid, flow jsonb)
+RETURNS TABLE (nodes integer, edges integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+BEGIN
+    PERFORM internal.check_payload_size('flow', flow);
+    IF flow IS NULL OR jsonb_typeof(flow) <> 'object' THEN
+        RAISE EXCEPTION 'flow: must be a JSON object {nodes, edges, viewport}'
+            USING ERRCODE = '22023', HINT = 'Send React Flow''s toObject() output.';
+    END IF;
+    RETURN QUERY SELECT internal.store_flow(w, flow), jsonb_array_length(coalesce(flow -> 'edges', '[]'));
+END
+$$;
+COMMENT ON FUNCTION api.import_react_flow(uuid, jsonb) IS
+  'Replaces the workflow''s draft graph with React Flow canvas state ({nodes, edges, viewport} from toObject()). Positions, handles, labels and unknown fields survive export unchanged. 22023 names a node or edge that cannot be stored.';
+GRANT EXECUTE ON FUNCTION api.import_react_flow(uuid, jsonb) TO authenticated;
+
+CREATE FUNCTION api.export_react_flow(workflow_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT flowtrack.react_flow_join(jsonb_build_object(
+        'viewport', w.viewport,
+        'nodes', coalesce((SELECT jsonb_agg(to_jsonb(n)) FROM api.workflow_nodes n WHERE n.workflow_id = w.id), '[]'),
+        'edges', coalesce((SELECT jsonb_agg(to_jsonb(e)) FROM api.workflow_edges e WHERE e.workflow_id = w.id), '[]'))::text)
+      FROM internal.find_workflow(workflow_id) w
+$$;
+COMMENT ON FUNCTION api.export_react_flow(uuid) IS
+  'The workflow''s draft graph as React Flow state {nodes, edges, viewport}, exactly as last imported plus edits.';
+GRANT EXECUTE ON FUNCTION api.export_react_flow(uuid) TO authenticated;
+
+CREATE FUNCTION api.import_n8n(workflow jsonb, name text DEFAULT NULL)
+RETURNS TABLE (workflow_id uuid, nodes integer, problems jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+DECLARE
+    ws uuid := internal.require_workspace(true);
+    converted jsonb;
+    w api.workflows;
+BEGIN
+    IF workflow IS NULL OR jsonb_typeof(workflow) <> 'object' THEN
+        RAISE EXCEPTION 'workflow: must be an n8n workflow export (a JSON object with nodes and connections)'
+            USING ERRCODE = '22023', HINT = 'In n8n: Workflow menu, Download.';
+    END IF;
+    converted := flowtrack.n8n_to_flow(workflow::text);
+    INSERT INTO api.workflows (workspace_id, created_by, name, description)
+    VALUES (ws, flowtrack.current_user_id(),
+            left(coalesce(nullif(btrim(coalesce(import_n8n.name, workflow ->> 'name')), ''), 'Imported from n8n'), 200),
+            'Imported from n8n')
+    RETURNING * INTO w;
+    RETURN QUERY SELECT w.id, internal.store_flow(w, converted -> 'flow'), converted -> 'problems';
+END
+$$;
+COMMENT ON FUNCTION api.import_n8n(jsonb, text) IS
+  'Creates a draft workflow from an n8n export (nodes + connections) through the node-type mapping. Returns every node, setting, condition or connection that could not be mapped as problems [{code, node, edge, message, hint}]; nothing is dropped (unmapped nodes arrive as N8N_* types). Validate before publishing.';
+GRANT EXECUTE ON FUNCTION api.import_n8n(jsonb, text) TO authenticated;
+
+CREATE FUNCTION api.workflow_order(workflow_id uuid) RETURNS TABLE ("position" integer, node text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT o.* FROM internal.find_workflow(workflow_id) w,
+           flowtrack.topological_order(internal.workflow_graph(w.id)::text) o
+$$;
+COMMENT ON FUNCTION api.workflow_order(uuid) IS 'The draft graph''s nodes in topological order (loop back edges left out).';
+GRANT EXECUTE ON FUNCTION api.workflow_order(uuid) TO authenticated;
+
+CREATE FUNCTION api.explain_workflow(workflow_id uuid, context jsonb DEFAULT '{}')
+RETURNS TABLE (node text, node_type text, runs boolean, reason text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT x.* FROM internal.find_workflow(workflow_id) w,
+           flowtrack.explain(internal.workflow_graph(w.id)::text, context::text) x
+$$;
+COMMENT ON FUNCTION api.explain_workflow(uuid, jsonb) IS
+  'Dry run of the draft graph for a context: per node, whether it would run and why (each edge condition with the values it saw).';
+GRANT EXECUTE ON FUNCTION api.explain_workflow(uuid, jsonb) TO authenticated;
+
+CREATE FUNCTION api.explain_execution(execution_id uuid)
+RETURNS TABLE (node text, node_type text, runs boolean, reason text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT x.* FROM api.workflow_executions e
+      JOIN api.workflow_versions v ON v.workflow_id = e.workflow_id AND v.version = e.version
+     CROSS JOIN flowtrack.explain(v.graph::text, e.context::text) x
+     WHERE e.id = explain_execution.execution_id AND e.workspace_id = internal.require_workspace()
+$$;
+COMMENT ON FUNCTION api.explain_execution(uuid) IS
+  'Why each node of an execution''s pinned version was or was not taken, evaluated against the execution''s context.';
+GRANT EXECUTE ON FUNCTION api.explain_execution(uuid) TO authenticated;
+
+-- ------------------------------------------------------------ executions ----
+
+-- The context conditions and templates see: the payload's own keys, plus
+-- trigger (the payload), lead (with lead.fields = custom fields merged with
+-- the submitted answers) and steps (each finished node's output).
+CREATE OR REPLACE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
+                                                    idempotency_key text, lead_id uuid DEFAULT NULL,
+                                                    OUT execution_id uuid, OUT created boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    w api.workflows;
+    p jsonb := coalesce(payload, '{}');
+    lead jsonb;
+    ctx jsonb;
+    max_steps integer;
+BEGIN
+    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'idempotency_key: must be 1 to 200 characters'
+            USING ERRCODE = '22023', HINT = 'Use the trigger''s own event id, e.g. the form submission id.';
+    END IF;
+    SELECT * INTO w FROM api.workflows x WHERE x.id = start_execution.workflow_id AND x.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow_id: no workflow % in this workspace', workflow_id
+            USING ERRCODE = 'PT404', HINT = 'List workflows with GET /workflows.';
+    END IF;
+    IF w.status <> 'active' OR w.published_version IS NULL THEN
+        RAISE EXCEPTION 'workflow_id: workflow % is not active', workflow_id
+            USING ERRCODE = 'PT409', HINT = 'Publish and activate the workflow first.';
+    END IF;
+    IF jsonb_typeof(p) <> 'object' THEN
+        p := jsonb_build_object('value', p);
+    END IF;
+    lead := p -> 'lead';
+    IF (lead IS NULL OR jsonb_typeof(lead) <> 'object') AND start_execution.lead_id IS NOT NULL THEN
+        SELECT to_jsonb(l) INTO lead FROM api.leads l WHERE l.id = start_execution.lead_id;
+    END IF;
+    IF jsonb_typeof(lead) = 'object' THEN
+        lead := lead || jsonb_build_object('fields',
+                    coalesce(lead -> 'custom_fields', '{}') || CASE WHEN jsonb_typeof(p -> 'fields') = 'object'
+                                                                    THEN p -> 'fields' ELSE '{}' END);
+    END IF;
+    ctx := p || jsonb_build_object('trigger', p, 'lead', coalesce(lead, 'null'), 'steps', '{}'::jsonb);
+    max_steps := coalesce(nullif(w.settings ->> 'max_steps', '')::integer, 1000);
+    INSERT INTO api.workflow_executions AS e (workspace_id, workflow_id, version, status, trigger_type, trigger_payload,
+                                              context, idempotency_key, lead_id, max_steps, started_at)
+    VALUES (ws, w.id, w.published_version, 'running', trigger_type, p, ctx, idempotency_key, lead_id,
+            max_steps, now())
+    ON CONFLICT ON CONSTRAINT workflow_executions_workflow_id_idempotency_key_key DO NOTHING
+    RETURNING e.id INTO execution_id;
+    created := execution_id IS NOT NULL;
+    IF NOT created THEN
+        SELECT e.id INTO execution_id FROM api.workflow_executions e
+         WHERE e.workflow_id = w.id AND e.idempotency_key = start_execution.idempotency_key;
+        RETURN;
+    END IF;
+    -- Only a new execution is metered; over the plan this raises PT429 and
+    -- the insert above rolls back with it.
+    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
+    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
+    -- Advance the graph now, in this transaction: logic and lead updates
+    -- run here, delays are scheduled, outside actions become jobs.
+    PERFORM flowtrack.run_execution(execution_id, ws, w.id, w.published_version, trigger_type, ctx::text,
+                                    start_execution.lead_id, max_steps);
+END
+$$;
+COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid) IS
+  'Starts (or, for a repeated idempotency_key, finds) an execution of an active workflow, pinned to its published version, and advances its graph in the same transaction. Counts one executions_per_month unit; PT429 over the plan.';
+
+-- Steps are reached by id from the worker and pg_cron, which act for no
+-- workspace yet: the resolver (BYPASSRLS, nothing else) tells which.
+CREATE FUNCTION internal.step_workspace(step_id uuid) RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    SELECT s.workspace_id FROM api.execution_steps s WHERE s.id = step_id
+$$;
+COMMENT ON FUNCTION internal.step_workspace(uuid) IS
+  'The workspace of an execution step, or NULL. Owned by flowtrack_resolver (BYPASSRLS).';
+
+CREATE FUNCTION internal.due_steps(n integer) RETURNS TABLE (id uuid, workspace_id uuid)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    SELECT s.id, s.workspace_id FROM api.execution_steps s
+     WHERE s.status = 'scheduled' AND s.run_at <= now() ORDER BY s.run_at LIMIT n
+$$;
+COMMENT ON FUNCTION internal.due_steps(integer) IS
+  'Scheduled (delay) steps whose run_at has come, oldest first. Owned by flowtrack_resolver (BYPASSRLS).';
+
+CREATE FUNCTION internal.act_for_step(step_id uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    ws uuid := internal.step_workspace(step_id);
+BEGIN
+    IF ws IS NULL THEN
+        RAISE EXCEPTION 'step_id: no step %', step_id
+            USING ERRCODE = 'PT404', HINT = 'Pass the step_id from the job payload.';
+    END IF;
+    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+END
+$$;
+COMMENT ON FUNCTION internal.act_for_step(uuid) IS 'Acts for the workspace that owns the step (PT404 when there is none).';
+
+CREATE FUNCTION internal.complete_step(step_id uuid, output jsonb DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+BEGIN
+    PERFORM internal.act_for_step(step_id);
+    RETURN flowtrack.complete_step(step_id, output::text);
+END
+$$;
+COMMENT ON FUNCTION internal.complete_step(uuid, jsonb) IS
+  'Worker-facing: a waiting step is done (job succeeded, delay over); the graph carries on from it in this transaction. Returns the execution status. 55000 when the step was already closed.';
+
+CREATE FUNCTION internal.fail_step(step_id uuid, error text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+BEGIN
+    PERFORM internal.act_for_step(step_id);
+    RETURN flowtrack.fail_step(step_id, coalesce(error, 'failed'));
+END
+$$;
+COMMENT ON FUNCTION internal.fail_step(uuid, text) IS
+  'Worker-facing: a waiting step failed for good; edges from its error handle carry on, otherwise the execution fails. Returns the execution status.';
+
+REVOKE ALL ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) TO flowtrack_worker;
+
+-- A job that carries a step id finishes its step: the worker's
+-- complete_job / fail_job (dead-lettered) continue the graph.
+CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    step uuid := (NEW.payload ->> 'step_id')::uuid;
+BEGIN
+    PERFORM set_config('flowtrack.workspace_id', NEW.workspace_id::text, true);
+    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    IF NOT EXISTS (SELECT 1 FROM api.execution_steps s WHERE s.id = step AND s.status IN ('running', 'scheduled', 'pending')) THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.status = 'succeeded' THEN
+        PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
+    ELSE
+        PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.finish_step_of_job() IS
+  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction.';
+CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
+    FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'dead') AND OLD.status IS DISTINCT FROM NEW.status
+                       AND NEW.workspace_id IS NOT NULL AND NEW.payload ? 'step_id')
+    EXECUTE FUNCTION internal.finish_step_of_job();
+
+CREATE FUNCTION internal.run_due_steps(n integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
+SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+DECLARE
+    due record;
+    done integer := 0;
+BEGIN
+    FOR due IN SELECT * FROM internal.due_steps(n) LOOP
+        PERFORM set_config('flowtrack.workspace_id', due.workspace_id::text, true);
+        PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+        PERFORM flowtrack.complete_step(due.id, jsonb_build_object('waited_until', now())::text);
+        done := done + 1;
+    END LOOP;
+    RETURN done;
+END
+$$;
+COMMENT ON FUNCTION internal.run_due_steps(integer) IS
+  'Completes delay steps whose run_at has come and advances their executions. Run by pg_cron every minute.';
+
+RESET ROLE;
+GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtrack_resolver;
+ALTER FUNCTION internal.step_workspace(uuid) OWNER TO flowtrack_resolver;
+ALTER FUNCTION internal.due_steps(integer) OWNER TO flowtrack_resolver;
+GRANT EXECUTE ON FUNCTION internal.step_workspace(uuid), internal.due_steps(integer) TO flowtrack_owner;
+SELECT cron.schedule('flowtrack-due-steps', '* * * * *', 'SELECT internal.run_due_steps()');
