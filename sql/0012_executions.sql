@@ -38,6 +38,7 @@ CREATE TABLE api.workflow_executions (
 CREATE INDEX workflow_executions_workspace_workflow ON api.workflow_executions (workspace_id, workflow_id);
 CREATE INDEX workflow_executions_workspace_created ON api.workflow_executions (workspace_id, created_at DESC);
 CREATE INDEX workflow_executions_workflow_status ON api.workflow_executions (workflow_id, status, created_at DESC);
+CREATE INDEX workflow_executions_version ON api.workflow_executions (workflow_id, version);
 CREATE INDEX workflow_executions_lead ON api.workflow_executions (workspace_id, lead_id);
 CREATE INDEX workflow_executions_unfinished ON api.workflow_executions (status)
     WHERE status IN ('queued', 'running', 'waiting');

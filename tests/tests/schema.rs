@@ -1,0 +1,88 @@
+//! Schema rules the data model promises, checked from the catalog so new
+//! tables cannot quietly break them.
+
+use flowtrack_tests::connect;
+
+#[tokio::test]
+async fn every_foreign_key_is_indexed() {
+    let db = connect().await;
+    // An index serves a foreign key when the key's columns are its leading columns.
+    let missing: Vec<String> = db
+        .query(
+            "SELECT c.conrelid::regclass || ' (' || c.conname || ')'
+               FROM pg_constraint c
+               JOIN pg_class t ON t.oid = c.conrelid
+              WHERE c.contype = 'f' AND t.relnamespace IN ('api'::regnamespace, 'internal'::regnamespace)
+                AND NOT t.relispartition
+                AND NOT EXISTS (
+                    SELECT 1 FROM pg_index i
+                     WHERE i.indrelid = c.conrelid
+                       AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
+                       AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "foreign keys without an index: {missing:#?}"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_uuids_and_times_are_timestamptz() {
+    let db = connect().await;
+    let bad: Vec<String> = db
+        .query(
+            "SELECT a.attrelid::regclass || '.' || a.attname || ': ' || format_type(a.atttypid, a.atttypmod)
+               FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
+              WHERE t.relnamespace = 'api'::regnamespace AND t.relkind IN ('r', 'p') AND NOT t.relispartition
+                AND a.attnum > 0 AND NOT a.attisdropped
+                AND ((a.attname ~ '_at$' AND a.atttypid <> 'timestamptz'::regtype)
+                  OR (a.attname = 'workspace_id' AND a.atttypid <> 'uuid'::regtype))
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(bad.is_empty(), "columns breaking the type rules: {bad:#?}");
+    // Entity tables use UUID primary keys; catalogs keyed by a stable slug
+    // (quota keys, integrations, node types) are the listed exceptions.
+    let non_uuid: Vec<String> = db
+        .query(
+            "SELECT t.oid::regclass::text
+               FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.conkey[1]
+              WHERE c.contype = 'p' AND t.relnamespace = 'api'::regnamespace AND NOT t.relispartition
+                AND a.atttypid <> 'uuid'::regtype
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let catalogs = [
+        "api.integration_actions",
+        "api.integration_triggers",
+        "api.integrations",
+        "api.node_types",
+        "api.quota_keys",
+    ];
+    let unexpected: Vec<&String> = non_uuid
+        .iter()
+        .filter(|t| !catalogs.contains(&t.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "tables whose primary key is not a uuid: {unexpected:?}"
+    );
+}
