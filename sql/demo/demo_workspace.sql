@@ -1,5 +1,5 @@
--- The demo workspace `./dev up` seeds: a plan, an owner, and one published
--- lead-capture workflow. Idempotent: fixed ids, ON CONFLICT DO NOTHING.
+-- The demo workspace `./dev up` seeds: a plan, an owner, a public form and
+-- one published, active lead-capture workflow. Idempotent: fixed ids, ON CONFLICT DO NOTHING.
 -- Runs as superuser (not a migration: test clusters start without it).
 BEGIN;
 
@@ -24,10 +24,20 @@ SELECT '00000000-0000-4000-8000-0000000000a1', p.id, 'active', bp.period_start, 
 
 SELECT internal.sync_quotas('00000000-0000-4000-8000-0000000000a1');
 
-INSERT INTO api.workflows (id, workspace_id, created_by, name, description, status, published_version, published_at)
+-- The public form the workflow listens to: /p/demo/contact.
+INSERT INTO api.forms (id, workspace_id, slug, name)
+VALUES ('00000000-0000-4000-8000-0000000000c1', '00000000-0000-4000-8000-0000000000a1', 'contact', 'Contact us')
+ON CONFLICT DO NOTHING;
+INSERT INTO api.form_fields (workspace_id, form_id, field_key, label, field_type, required, position)
+SELECT '00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000c1', f.key, f.label, f.type, f.required, f.pos
+  FROM (VALUES ('email', 'Email', 'email', true, 1), ('first_name', 'First name', 'text', false, 2),
+               ('budget', 'Budget (USD)', 'number', false, 3)) AS f (key, label, type, required, pos)
+ON CONFLICT DO NOTHING;
+
+INSERT INTO api.workflows (id, workspace_id, created_by, name, description)
 VALUES ('00000000-0000-4000-8000-0000000000f1', '00000000-0000-4000-8000-0000000000a1',
         '00000000-0000-4000-8000-000000000001', 'Lead capture',
-        'Website form -> qualify by budget -> mark qualified leads and email them.', 'active', 1, now())
+        'Website form -> welcome email; budget over 1,000 -> mark the lead QUALIFIED.')
 ON CONFLICT DO NOTHING;
 
 INSERT INTO api.workflow_nodes (workspace_id, workflow_id, node_key, node_type, label, config, position)
@@ -49,25 +59,13 @@ SELECT '00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-00000000
   ) AS e (key, src, dst, cond)
 ON CONFLICT DO NOTHING;
 
-INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
-SELECT w.workspace_id, w.id, 1,
-       jsonb_build_object(
-         'nodes', (SELECT jsonb_agg(jsonb_build_object('id', n.node_key, 'type', n.node_type, 'data',
-                                    jsonb_build_object('label', n.label, 'config', n.config), 'position', n.position)
-                                    ORDER BY n.node_key)
-                     FROM api.workflow_nodes n WHERE n.workflow_id = w.id),
-         'edges', (SELECT jsonb_agg(jsonb_build_object('id', e.edge_key, 'source', e.source_key, 'target', e.target_key,
-                                    'condition', e.condition) ORDER BY e.edge_key)
-                     FROM api.workflow_edges e WHERE e.workflow_id = w.id)),
-       'Initial version', w.created_by
-  FROM api.workflows w
- WHERE w.id = '00000000-0000-4000-8000-0000000000f1'
-ON CONFLICT DO NOTHING;
-
--- The published workflow holds one of the plan's active-workflow slots.
-UPDATE api.usage_quotas SET used = (SELECT count(*) FROM api.workflows
-                                     WHERE workspace_id = '00000000-0000-4000-8000-0000000000a1'
-                                       AND status = 'active' AND deleted_at IS NULL)
- WHERE workspace_id = '00000000-0000-4000-8000-0000000000a1' AND quota_key = 'workflows';
+-- Publish and activate through the API functions, as the demo owner, so
+-- the graph is validated and the active-workflow quota counts it.
+SELECT set_config('request.jwt.claims', json_build_object(
+           'role', 'authenticated', 'sub', '00000000-0000-4000-8000-000000000001',
+           'workspace_id', '00000000-0000-4000-8000-0000000000a1', 'workspace_role', 'owner')::text, true);
+SELECT api.publish_workflow('00000000-0000-4000-8000-0000000000f1', 'Initial version')
+ WHERE (SELECT published_version FROM api.workflows WHERE id = '00000000-0000-4000-8000-0000000000f1') IS NULL;
+SELECT api.activate_workflow('00000000-0000-4000-8000-0000000000f1');
 
 COMMIT;
