@@ -43,8 +43,8 @@ BEGIN
      WHERE q.workspace_id = ws AND q.period_end <= now()
     ON CONFLICT DO NOTHING;
 
-    INSERT INTO api.usage_quotas AS q (workspace_id, quota_key, period_start, period_end, used, limit_value, hard_limit)
-    SELECT ws, k.key, p.period_start, p.period_end,
+    INSERT INTO api.usage_quotas AS q (workspace_id, quota_key, quota_kind, period_start, period_end, used, limit_value, hard_limit)
+    SELECT ws, k.key, k.kind, p.period_start, p.period_end,
            CASE WHEN k.kind = 'gauge' THEN coalesce(old.used, 0) ELSE 0 END,
            l.limit_value, floor(l.limit_value * (1 + sub.overage_buffer))::bigint
       FROM api.quota_keys k

@@ -551,3 +551,75 @@ async fn a_refused_call_does_not_burn_its_idempotency_key() {
     assert!(!replayed, "the key counts now that there is room");
     assert_eq!(used(&db, t.workspace_id, "executions_per_month").await, 11);
 }
+
+#[tokio::test]
+async fn gauges_never_reset_and_the_copied_kind_follows_the_catalog() {
+    let mut db = connect().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    let sql = "SELECT resets_at IS NULL FROM internal.consume_quota($1, $2, 1)";
+    let gauge: bool = db
+        .query_one(sql, &[&t.workspace_id, &"leads"])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gauge, "a gauge has no reset");
+    let period: bool = db
+        .query_one(sql, &[&t.workspace_id, &"executions_per_month"])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!period, "a period key resets at period_end");
+    // usage_quotas keeps a copy of the key's kind (so the hot UPDATE needs no
+    // join); a cascading foreign key keeps it equal to the catalog.
+    let tx = db.transaction().await.unwrap();
+    tx.execute(
+        "UPDATE api.quota_keys SET kind = 'period' WHERE key = 'leads'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let kind: String = tx
+        .query_one(
+            "SELECT quota_kind FROM api.usage_quotas WHERE workspace_id = $1 AND quota_key = 'leads'",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "period");
+    let err = tx
+        .execute(
+            "UPDATE api.usage_quotas SET quota_kind = 'metered' WHERE workspace_id = $1 AND quota_key = 'leads'",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23503", "{err}");
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_events_get_increasing_ids() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    for _ in 0..3 {
+        db.execute(
+            "SELECT internal.consume_quota($1, 'executions_per_month', 1)",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap();
+    }
+    let ids: Vec<i64> = db
+        .query(
+            "SELECT id FROM api.usage_events WHERE workspace_id = $1 AND event_type = 'consumed' ORDER BY occurred_at, id",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 3, "one event per call");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
