@@ -51,7 +51,7 @@ CREATE TABLE api.usage_quotas (
     CHECK (period_end > period_start),
     CONSTRAINT usage_within_hard_limit CHECK (hard_limit IS NULL OR used <= hard_limit)
 );
-CREATE INDEX usage_quotas_quota_key ON api.usage_quotas (quota_key);
+CREATE INDEX usage_quotas_quota_key ON api.usage_quotas (quota_key, quota_kind);
 CREATE INDEX usage_quotas_period_end ON api.usage_quotas (period_end);
 COMMENT ON TABLE api.usage_quotas IS
   'Live counter per workspace and quota key for the current period. One row, updated in place: a quota check costs one row update.';
