@@ -9,7 +9,7 @@ SET LOCAL ROLE flowtrack_owner;
 -- claims is still true in the database: the user exists, belongs to the
 -- claimed workspace, with the claimed role. Unknown workspace and
 -- non-membership get the same answer, so nothing leaks about other tenants.
-CREATE FUNCTION auth.check_request()
+CREATE FUNCTION auth.check_membership()
 RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api
 SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
@@ -45,15 +45,29 @@ BEGIN
           FROM api.workspace_members m
           JOIN api.workspaces w ON w.id = m.workspace_id AND w.deleted_at IS NULL
           JOIN api.users u ON u.id = m.user_id AND u.deleted_at IS NULL
-         WHERE m.workspace_id = ws AND m.user_id = sub AND m.role = role_wanted) THEN
+         WHERE m.workspace_id = ws AND m.user_id = sub
+           -- An API key (0017) acts with less than its creator, who must still own the workspace.
+           AND m.role = CASE WHEN flowtrack.jwt_claim('api_key_id') IS NULL THEN role_wanted ELSE 'owner' END) THEN
         RAISE EXCEPTION 'workspace_id: you are not a % of this workspace', role_wanted
             USING ERRCODE = 'PT403', HINT = 'Ask the workspace owner for access, or sign in to a workspace you belong to.';
     END IF;
 END
 $$;
+COMMENT ON FUNCTION auth.check_membership() IS
+  'Refuses JWT claims whose user, workspace membership or role no longer hold (PT401/PT403). Called by auth.check_request.';
+
+-- The PostgREST db-pre-request hook. An invoker function, so that a later
+-- version may switch role (0017: API keys), which SECURITY DEFINER forbids.
+CREATE FUNCTION auth.check_request()
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, auth AS $$
+BEGIN
+    PERFORM auth.check_membership();
+END
+$$;
 COMMENT ON FUNCTION auth.check_request() IS
-  'PostgREST db-pre-request hook: refuses tokens whose user, workspace membership or role no longer hold (PT401/PT403).';
-GRANT EXECUTE ON FUNCTION auth.check_request() TO anon, authenticated;
+  'PostgREST db-pre-request hook: checks that the JWT''s user, membership and role still hold.';
+GRANT EXECUTE ON FUNCTION auth.check_request(), auth.check_membership() TO anon, authenticated;
 
 CREATE FUNCTION api.me()
 RETURNS json

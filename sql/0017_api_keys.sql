@@ -134,58 +134,8 @@ $$;
 COMMENT ON FUNCTION auth.scopes_allow(text[], text, text) IS
   'Whether API-key scopes cover an HTTP method on a PostgREST path (/table or /rpc/function).';
 
--- The JWT membership check keeps its body under a new name; the hook is
--- now an invoker function, because switching role is not allowed inside
--- SECURITY DEFINER.
-ALTER FUNCTION auth.check_request() RENAME TO check_membership;
-CREATE OR REPLACE FUNCTION auth.check_membership()
-RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
-DECLARE
-    role_claim text := flowtrack.jwt_claim('role');
-    sub uuid := flowtrack.current_user_id();
-    ws_claim text := flowtrack.jwt_claim('workspace_id');
-    ws uuid := flowtrack.current_workspace_id();
-    role_wanted text := flowtrack.jwt_claim('workspace_role');
-BEGIN
-    IF current_user = 'anon' OR role_claim IS NULL OR role_claim = 'anon' THEN
-        RETURN;
-    END IF;
-    IF sub IS NULL THEN
-        RAISE EXCEPTION 'JWT: the sub claim must be a user id (uuid)'
-            USING ERRCODE = 'PT401', HINT = 'Sign in again to get a fresh token.';
-    END IF;
-    IF ws_claim IS NULL THEN
-        IF role_wanted IS NOT NULL THEN
-            RAISE EXCEPTION 'JWT: workspace_role given without workspace_id'
-                USING ERRCODE = 'PT403', HINT = 'A token names a workspace and the role held in it, or neither.';
-        END IF;
-        RETURN;
-    END IF;
-    IF ws IS NULL OR flowtrack.current_workspace_role() IS NULL THEN
-        RAISE EXCEPTION 'JWT: workspace_id and workspace_role must be a uuid and one of owner, admin, member, viewer'
-            USING ERRCODE = 'PT403', HINT = 'Sign in to the workspace again.';
-    END IF;
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'viewer', true);
-    IF NOT EXISTS (
-        SELECT 1
-          FROM api.workspace_members m
-          JOIN api.workspaces w ON w.id = m.workspace_id AND w.deleted_at IS NULL
-          JOIN api.users u ON u.id = m.user_id AND u.deleted_at IS NULL
-         WHERE m.workspace_id = ws AND m.user_id = sub
-           -- An API key acts with less than its creator, who must still own the workspace.
-           AND m.role = CASE WHEN flowtrack.jwt_claim('api_key_id') IS NULL THEN role_wanted ELSE 'owner' END) THEN
-        RAISE EXCEPTION 'workspace_id: you are not a % of this workspace', role_wanted
-            USING ERRCODE = 'PT403', HINT = 'Ask the workspace owner for access, or sign in to a workspace you belong to.';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION auth.check_membership() IS
-  'Refuses JWT claims whose user, workspace membership or role no longer hold (PT401/PT403). Called by auth.check_request.';
-
-CREATE FUNCTION auth.check_request() RETURNS void
+-- The hook grows API keys: verify the key, then become its claims.
+CREATE OR REPLACE FUNCTION auth.check_request() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, auth AS $$
 DECLARE
     presented text := nullif(current_setting('request.headers', true), '')::json ->> 'x-api-key';
@@ -215,7 +165,7 @@ END
 $$;
 COMMENT ON FUNCTION auth.check_request() IS
   'PostgREST db-pre-request hook: turns a valid X-Api-Key into workspace claims limited to its scopes, then checks JWT membership.';
-GRANT EXECUTE ON FUNCTION auth.check_request(), auth.check_membership(), auth.api_key_claims(text),
+GRANT EXECUTE ON FUNCTION auth.api_key_claims(text),
                           auth.scopes_allow(text[], text, text), auth.touch_api_key(uuid), auth.known_scopes()
     TO anon, authenticated;
 
