@@ -152,14 +152,17 @@ GRANT SELECT, UPDATE (name, timezone, settings) ON api.workspaces TO authenticat
 GRANT SELECT, INSERT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
 
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
-DO $$
-DECLARE
-    t regclass;
+CREATE FUNCTION internal.enable_catalog_read(tbl regclass, visible text DEFAULT 'true')
+RETURNS void
+LANGUAGE plpgsql AS $$
 BEGIN
-    FOREACH t IN ARRAY ARRAY['api.quota_keys', 'api.subscription_plans', 'api.plan_limits']::regclass[] LOOP
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format('CREATE POLICY catalog_read ON %s FOR SELECT USING (true)', t);
-    END LOOP;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS catalog_read ON %s', tbl);
+    EXECUTE format('CREATE POLICY catalog_read ON %s FOR SELECT USING (%s)', tbl, visible);
 END
 $$;
+COMMENT ON FUNCTION internal.enable_catalog_read(regclass, text) IS
+  'The catalog counterpart of flowtrack.enable_tenant_isolation: FORCE RLS and one read policy (rows where visible holds) for every caller; writes stay with migrations. Idempotent.';
+SELECT internal.enable_catalog_read(t)
+  FROM unnest(ARRAY['api.quota_keys', 'api.subscription_plans', 'api.plan_limits']::regclass[]) AS t;

@@ -219,17 +219,8 @@ INSERT INTO api.integration_actions (id, integration_id, name, description, inpu
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
 -- Enabled after the seed rows: FORCE RLS with a read-only policy leaves even
 -- the owner unable to insert.
-DO $$
-DECLARE
-    t regclass;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['api.integrations', 'api.integration_triggers', 'api.integration_actions']::regclass[] LOOP
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format('CREATE POLICY catalog_read ON %s FOR SELECT USING (true)', t);
-    END LOOP;
-END
-$$;
+SELECT internal.enable_catalog_read(t)
+  FROM unnest(ARRAY['api.integrations', 'api.integration_triggers', 'api.integration_actions']::regclass[]) AS t;
 GRANT SELECT ON api.integrations, api.integration_triggers, api.integration_actions TO anon, authenticated;
 
 -- -------------------------------------------------------- connections ----

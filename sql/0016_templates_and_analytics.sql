@@ -38,9 +38,7 @@ COMMENT ON TABLE api.workflow_templates IS
   'Prebuilt workflows to start from. graph holds React Flow nodes and edges; search is a weighted tsvector (name > tags > description).';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workflow_templates FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
-ALTER TABLE api.workflow_templates ENABLE ROW LEVEL SECURITY;
-ALTER TABLE api.workflow_templates FORCE ROW LEVEL SECURITY;
-CREATE POLICY catalog_read ON api.workflow_templates FOR SELECT USING (is_public);
+SELECT internal.enable_catalog_read('api.workflow_templates', 'is_public');
 GRANT SELECT ON api.workflow_templates TO anon, authenticated;
 
 -- Catalog seed: written as the migrating superuser (no API role may insert).

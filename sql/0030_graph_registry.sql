@@ -26,10 +26,8 @@ SELECT node_type, category, executor, description, config_schema FROM flowtrack.
 
 -- Not tenant data: everyone signed in may read the catalogue, nobody
 -- writes it over the API.
-ALTER TABLE api.node_types ENABLE ROW LEVEL SECURITY;
-ALTER TABLE api.node_types FORCE ROW LEVEL SECURITY;
-CREATE POLICY node_types_read ON api.node_types FOR SELECT USING (true);
-COMMENT ON POLICY node_types_read ON api.node_types IS 'The registry is a shared catalogue: readable by every caller.';
+SELECT internal.enable_catalog_read('api.node_types');
+COMMENT ON POLICY catalog_read ON api.node_types IS 'The registry is a shared catalogue: readable by every caller.';
 CREATE POLICY node_types_owner ON api.node_types FOR ALL TO flowtrack_owner USING (true) WITH CHECK (true);
 COMMENT ON POLICY node_types_owner ON api.node_types IS 'Migrations (as the owner) maintain the registry.';
 GRANT SELECT ON api.node_types TO authenticated;

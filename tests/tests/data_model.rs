@@ -63,7 +63,12 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
     // Unknown plan, then a duplicate slug.
     let owner = Request::with_claims(json!({"role": "authenticated", "sub": t.users["owner"]}))
         .method("POST");
-    let before = count(&db, "SELECT count(*) FROM api.workspaces").await;
+    // Counted per owner: other tests create workspaces in parallel.
+    let owned = format!(
+        "SELECT count(*) FROM api.workspaces WHERE owner_user_id = '{}'",
+        t.users["owner"]
+    );
+    let before = count(&db, &owned).await;
     let err = pgrst(
         &mut api,
         &owner,
@@ -83,11 +88,7 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
     .await
     .unwrap_err();
     assert_error(&err, 409, "23505", "slug");
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM api.workspaces").await,
-        before,
-        "nothing was created"
-    );
+    assert_eq!(count(&db, &owned).await, before, "nothing was created");
     // And the happy path, for contrast.
     let slug = format!("fresh-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let rows = pgrst(
