@@ -1,7 +1,6 @@
 -- Executions: one row per run of a workflow, pinned to the version it started
 -- on, with an idempotency key unique per workflow. Steps and logs hold what
--- the graph engine does with it. Starting an execution is a metered event
--- (executions_per_month).
+-- the graph engine (0031) does with it.
 SELECT flowtrack.version();
 SET LOCAL ROLE flowtrack_owner;
 
@@ -96,58 +95,8 @@ SELECT flowtrack.enable_tenant_isolation('api.execution_logs'::regclass);
 -- Executions are written by the engine only; members read them.
 GRANT SELECT ON api.workflow_executions, api.execution_steps, api.execution_logs TO authenticated;
 
-CREATE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
-                                         idempotency_key text, lead_id uuid DEFAULT NULL,
-                                         OUT execution_id uuid, OUT created boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
-DECLARE
-    w api.workflows;
-BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
-    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION 'idempotency_key: must be 1 to 200 characters'
-            USING ERRCODE = '22023', HINT = 'Use the trigger''s own event id, e.g. the form submission id.';
-    END IF;
-    SELECT * INTO w FROM api.workflows x WHERE x.id = start_execution.workflow_id AND x.deleted_at IS NULL;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow_id: no workflow % in this workspace', workflow_id
-            USING ERRCODE = 'PT404', HINT = 'List workflows with GET /workflows.';
-    END IF;
-    IF w.status <> 'active' OR w.published_version IS NULL THEN
-        RAISE EXCEPTION 'workflow_id: workflow % is not active', workflow_id
-            USING ERRCODE = 'PT409', HINT = 'Publish and activate the workflow first.';
-    END IF;
-    INSERT INTO api.workflow_executions AS e (workspace_id, workflow_id, version, trigger_type, trigger_payload,
-                                              idempotency_key, lead_id)
-    VALUES (ws, w.id, w.published_version, trigger_type, coalesce(payload, '{}'), idempotency_key, lead_id)
-    ON CONFLICT ON CONSTRAINT workflow_executions_workflow_id_idempotency_key_key DO NOTHING
-    RETURNING e.id INTO execution_id;
-    created := execution_id IS NOT NULL;
-    IF NOT created THEN
-        SELECT e.id INTO execution_id FROM api.workflow_executions e
-         WHERE e.workflow_id = w.id AND e.idempotency_key = start_execution.idempotency_key;
-        RETURN;
-    END IF;
-    -- Only a new execution is metered; over the plan this raises PT429 and
-    -- the insert above rolls back with it.
-    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
-    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
-END
-$$;
-COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid) IS
-  'Starts (or, for a repeated idempotency_key, finds) an execution of an active workflow, pinned to its published version. Counts one executions_per_month unit; PT429 over the plan.';
-
-CREATE FUNCTION api.start_execution(workflow_id uuid, payload jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL)
-RETURNS TABLE (execution_id uuid, created boolean)
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
-    SELECT * FROM internal.start_execution(internal.require_workspace(true), workflow_id, 'manual', payload,
-                                           coalesce(idempotency_key, gen_random_uuid()::text))
-$$;
-COMMENT ON FUNCTION api.start_execution(uuid, jsonb, text) IS
-  'Runs an active workflow manually. The same idempotency_key returns the same execution (created = false). HTTP 429 over the plan''s executions_per_month.';
-GRANT EXECUTE ON FUNCTION api.start_execution(uuid, jsonb, text) TO authenticated;
+-- Starting an execution (internal.start_execution, api.start_execution)
+-- belongs to the graph engine: sql/0031_graph_engine.sql.
 
 -- pg_cron is the superuser's: keep every partitioned table's months ahead.
 RESET ROLE;

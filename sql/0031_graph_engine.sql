@@ -1,5 +1,5 @@
 -- The graph engine's SQL surface: validate, publish, import/export (React
--- Flow, n8n), explain; start_execution now advances the graph in the
+-- Flow, n8n), explain; start_execution, which advances the graph in the
 -- caller's transaction; the worker reports job outcomes as step outcomes.
 SELECT flowtrack.version();
 GRANT EXECUTE ON FUNCTION
@@ -209,7 +209,7 @@ GRANT EXECUTE ON FUNCTION api.explain_execution(uuid) TO authenticated;
 -- The context conditions and templates see: the payload's own keys, plus
 -- trigger (the payload), lead (with lead.fields = custom fields merged with
 -- the submitted answers) and steps (each finished node's output).
-CREATE OR REPLACE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
+CREATE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
                                                     idempotency_key text, lead_id uuid DEFAULT NULL,
                                                     OUT execution_id uuid, OUT created boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
@@ -274,6 +274,16 @@ END
 $$;
 COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid) IS
   'Starts (or, for a repeated idempotency_key, finds) an execution of an active workflow, pinned to its published version, and advances its graph in the same transaction. Counts one executions_per_month unit; PT429 over the plan.';
+
+CREATE FUNCTION api.start_execution(workflow_id uuid, payload jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL)
+RETURNS TABLE (execution_id uuid, created boolean)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+    SELECT * FROM internal.start_execution(internal.require_workspace(true), workflow_id, 'manual', payload,
+                                           coalesce(idempotency_key, gen_random_uuid()::text))
+$$;
+COMMENT ON FUNCTION api.start_execution(uuid, jsonb, text) IS
+  'Runs an active workflow manually. The same idempotency_key returns the same execution (created = false). HTTP 429 over the plan''s executions_per_month.';
+GRANT EXECUTE ON FUNCTION api.start_execution(uuid, jsonb, text) TO authenticated;
 
 -- Steps are reached by id from the worker and pg_cron, which act for no
 -- workspace yet: the resolver (BYPASSRLS, nothing else) tells which.
