@@ -38,6 +38,19 @@ pub async fn connect_to(url: &str) -> Client {
     client
 }
 
+/// The first column of every row `sql` returns.
+pub async fn column<T: tokio_postgres::types::FromSqlOwned>(
+    db: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Vec<T> {
+    let rows = db
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 /// A connection as PostgREST's `authenticator` role, so role switching is
 /// limited exactly as it is behind the API (use this for attack tests).
 pub async fn connect_authenticator() -> Client {

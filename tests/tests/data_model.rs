@@ -2,7 +2,7 @@
 //! SQLSTATE naming the field and writes nothing; public entry points,
 //! API keys, audit, webhooks, templates and daily stats do their job.
 
-use flowtrack_tests::{connect, connect_authenticator, fixtures, pgrst, ApiError, Request};
+use flowtrack_tests::{column, connect, connect_authenticator, fixtures, pgrst, ApiError, Request};
 use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -357,16 +357,12 @@ async fn api_keys_are_hashed_scoped_and_revocable() {
     .unwrap_err();
     assert_eq!(err.status, 401);
     // Creating and revoking the key were audited, without the hash.
-    let audit: Vec<String> = db
-        .query(
-            "SELECT action FROM api.audit_logs WHERE entity_id = $1 ORDER BY created_at",
-            &[&key_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let audit: Vec<String> = column(
+        &db,
+        "SELECT action FROM api.audit_logs WHERE entity_id = $1 ORDER BY created_at",
+        &[&key_id],
+    )
+    .await;
     assert_eq!(audit, vec!["api_key.created", "api_key.updated"]);
     let hashed: i64 = db
         .query_one("SELECT count(*) FROM api.audit_logs WHERE entity_id = $1 AND (after ? 'key_hash' OR before ? 'key_hash')", &[&key_id])
@@ -454,13 +450,12 @@ async fn lead_events_fan_out_to_webhook_deliveries_tracked_through_the_worker() 
     )
     .await
     .unwrap();
-    let events: Vec<String> = db
-        .query("SELECT event_type FROM api.webhook_deliveries WHERE workspace_id = $1 ORDER BY created_at, event_type", &[&t.workspace_id])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let events: Vec<String> = column(
+        &db,
+        "SELECT event_type FROM api.webhook_deliveries WHERE workspace_id = $1 ORDER BY created_at, event_type",
+        &[&t.workspace_id],
+    )
+    .await;
     assert_eq!(events, vec!["lead.created", "lead.status_changed"]);
     let status_event =
         count(&db, &format!("SELECT count(*) FROM api.lead_events WHERE lead_id = '{lead_id}' AND event_type = 'STATUS_CHANGED'")).await;
@@ -476,16 +471,12 @@ async fn lead_events_fan_out_to_webhook_deliveries_tracked_through_the_worker() 
     assert!(activity, "lead events move last_activity_at");
 
     // The worker claims the jobs and reports; the deliveries follow.
-    let job_ids: Vec<Uuid> = db
-        .query(
-            "SELECT job_id FROM api.webhook_deliveries WHERE workspace_id = $1",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let job_ids: Vec<Uuid> = column(
+        &db,
+        "SELECT job_id FROM api.webhook_deliveries WHERE workspace_id = $1",
+        &[&t.workspace_id],
+    )
+    .await;
     let worker = connect().await;
     worker
         .batch_execute("SET ROLE flowtrack_worker")

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use flowtrack_tests::{connect, connect_authenticator, fixtures, pgrst, Request};
+use flowtrack_tests::{column, connect, connect_authenticator, fixtures, pgrst, Request};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -205,16 +205,12 @@ async fn conditions_route_successors_and_explain_why() {
         reason.contains("lead.fields.budget (\"2500\") gt 1000: true"),
         "{reason}"
     );
-    let reach: Vec<String> = db
-        .query(
-            "SELECT node FROM flowtrack.reachable($1, $2) ORDER BY node",
-            &[&g, &ctx],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reach: Vec<String> = column(
+        &db,
+        "SELECT node FROM flowtrack.reachable($1, $2) ORDER BY node",
+        &[&g, &ctx],
+    )
+    .await;
     assert_eq!(reach, ["f", "m", "q"]);
     let explained = db
         .query(

@@ -6,7 +6,7 @@
 //! an `authenticator` connection, exactly as PostgREST would run them.
 
 use flowtrack_tests::fixtures::{self, Populated, Tenant};
-use flowtrack_tests::{connect, connect_authenticator, pgrst, Request};
+use flowtrack_tests::{column, connect, connect_authenticator, pgrst, Request};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -368,36 +368,28 @@ async fn attack_suite_finds_no_leaks() {
 #[tokio::test]
 async fn every_exposed_table_has_forced_rls_and_every_object_a_comment() {
     let db = connect().await;
-    let no_rls: Vec<String> = db
-        .query(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let no_rls: Vec<String> = column(
+        &db,
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'api' AND c.relkind IN ('r', 'p') AND NOT (c.relrowsecurity AND c.relforcerowsecurity)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(
         no_rls.is_empty(),
         "exposed tables without forced RLS: {no_rls:?}"
     );
-    let uncommented: Vec<String> = db
-        .query(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let uncommented: Vec<String> = column(
+        &db,
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname IN ('api', 'auth', 'internal') AND c.relkind IN ('r', 'p')
                 AND obj_description(c.oid, 'pg_class') IS NULL
              UNION ALL
              SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname IN ('api', 'auth', 'internal', 'flowtrack') AND obj_description(p.oid, 'pg_proc') IS NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(
         uncommented.is_empty(),
         "objects without COMMENT ON: {uncommented:?}"

@@ -1,7 +1,7 @@
 //! Quotas: atomic under concurrency, idempotent, rolled over on the
 //! anniversary, reconciled from the event log, enforced at the entry points.
 
-use flowtrack_tests::{connect, fixtures, pgrst, Request};
+use flowtrack_tests::{column, connect, fixtures, pgrst, Request};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -610,16 +610,12 @@ async fn usage_events_get_increasing_ids() {
         .await
         .unwrap();
     }
-    let ids: Vec<i64> = db
-        .query(
-            "SELECT id FROM api.usage_events WHERE workspace_id = $1 AND event_type = 'consumed' ORDER BY occurred_at, id",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<i64> = column(
+        &db,
+        "SELECT id FROM api.usage_events WHERE workspace_id = $1 AND event_type = 'consumed' ORDER BY occurred_at, id",
+        &[&t.workspace_id],
+    )
+    .await;
     assert_eq!(ids.len(), 3, "one event per call");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }

@@ -1,15 +1,15 @@
 //! Schema rules the data model promises, checked from the catalog so new
 //! tables cannot quietly break them.
 
-use flowtrack_tests::connect;
+use flowtrack_tests::{column, connect};
 
 #[tokio::test]
 async fn every_foreign_key_is_indexed() {
     let db = connect().await;
     // An index serves a foreign key when the key's columns are its leading columns.
-    let missing: Vec<String> = db
-        .query(
-            "SELECT c.conrelid::regclass || ' (' || c.conname || ')'
+    let missing: Vec<String> = column(
+        &db,
+        "SELECT c.conrelid::regclass || ' (' || c.conname || ')'
                FROM pg_constraint c
                JOIN pg_class t ON t.oid = c.conrelid
               WHERE c.contype = 'f' AND t.relnamespace IN ('api'::regnamespace, 'internal'::regnamespace)
@@ -20,13 +20,9 @@ async fn every_foreign_key_is_indexed() {
                        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
                        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
               ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(
         missing.is_empty(),
         "foreign keys without an index: {missing:#?}"
@@ -36,42 +32,34 @@ async fn every_foreign_key_is_indexed() {
 #[tokio::test]
 async fn keys_are_uuids_and_times_are_timestamptz() {
     let db = connect().await;
-    let bad: Vec<String> = db
-        .query(
-            "SELECT a.attrelid::regclass || '.' || a.attname || ': ' || format_type(a.atttypid, a.atttypmod)
+    let bad: Vec<String> = column(
+        &db,
+        "SELECT a.attrelid::regclass || '.' || a.attname || ': ' || format_type(a.atttypid, a.atttypmod)
                FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
               WHERE t.relnamespace = 'api'::regnamespace AND t.relkind IN ('r', 'p') AND NOT t.relispartition
                 AND a.attnum > 0 AND NOT a.attisdropped
                 AND ((a.attname ~ '_at$' AND a.atttypid <> 'timestamptz'::regtype)
                   OR (a.attname = 'workspace_id' AND a.atttypid <> 'uuid'::regtype))
               ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(bad.is_empty(), "columns breaking the type rules: {bad:#?}");
     // Entity tables use UUID primary keys. The exceptions: catalogs keyed by a
     // stable slug (quota keys, integrations, node types), and usage_events, an
     // append-only log nothing references, where a bigint identity made the
     // quota hot path's insert 26% cheaper (docs/BENCHMARKS.md, quota run 3).
-    let non_uuid: Vec<String> = db
-        .query(
-            "SELECT t.oid::regclass::text
+    let non_uuid: Vec<String> = column(
+        &db,
+        "SELECT t.oid::regclass::text
                FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
                JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = c.conkey[1]
               WHERE c.contype = 'p' AND t.relnamespace = 'api'::regnamespace AND NOT t.relispartition
                 AND a.atttypid <> 'uuid'::regtype
               ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     let exceptions = [
         "api.integration_actions",
         "api.integration_triggers",
