@@ -75,7 +75,7 @@ COMMENT ON TABLE internal.usage_quota_history IS 'Closed periods of usage_quotas
 -- instead of inserting at a random leaf took the insert from 23.9 to 17.6 µs
 -- (docs/BENCHMARKS.md, run 3).
 CREATE TABLE api.usage_events (
-    id              bigint GENERATED ALWAYS AS IDENTITY,
+    id              bigint GENERATED ALWAYS AS IDENTITY (CACHE 64), -- a backend takes ids 64 at a time: no sequence write per event
     workspace_id    uuid NOT NULL,
     quota_key       text NOT NULL,
     event_type      text NOT NULL DEFAULT 'consumed'
@@ -88,9 +88,9 @@ CREATE TABLE api.usage_events (
     PRIMARY KEY (id, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX usage_events_workspace_period ON api.usage_events (workspace_id, quota_key, period_start);
--- BRIN: events arrive in time order, so a block range summary serves time
--- range scans for about 2 µs per insert (measured, run 3).
-CREATE INDEX usage_events_occurred_at ON api.usage_events USING brin (occurred_at);
+-- No index on occurred_at: monthly partitions already narrow time ranges,
+-- and every index is paid on each metered event (a BRIN here cost 2-3% of
+-- consume_quota's throughput at 32 clients; docs/BENCHMARKS.md, quota run 4).
 COMMENT ON TABLE api.usage_events IS
   'One row per billable event (and per soft-limit crossing). Partitioned monthly by occurred_at; reconciliation sums it.';
 

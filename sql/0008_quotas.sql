@@ -104,25 +104,23 @@ $$;
 COMMENT ON FUNCTION internal.quota_refusal(text, bigint, bigint, bigint, bigint, timestamptz) IS
   'Raises PT429 (HTTP 429) with JSON detail: key, limit, hard_limit, used, requested, resets_at (NULL for gauges).';
 
--- The check-and-count itself is flowtrack.consume_quota (Rust, one statement
--- with a kept plan); this wrapper only turns a refusal into PT429, because
--- custom SQLSTATEs cannot be raised from pgrx.
-CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL,
-                                       OUT used bigint, OUT limit_value bigint, OUT remaining bigint,
-                                       OUT resets_at timestamptz, OUT replayed boolean)
+-- The check-and-count itself is flowtrack.consume_quota (Rust: the quota row
+-- locked and rewritten and the usage event appended without the executor, or
+-- one kept SQL statement in the uncommon cases); this wrapper only turns a
+-- refusal into PT429, because custom SQLSTATEs cannot be raised from pgrx.
+CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
+RETURNS flowtrack.quota_outcome
 LANGUAGE plpgsql AS $$
 DECLARE
-    r record;
+    r flowtrack.quota_outcome;
 BEGIN
-    SELECT * INTO r FROM flowtrack.consume_quota(ws, key, amount, idempotency_key);
+    -- One composite value, so plpgsql evaluates this as a plain expression
+    -- and returns it as it is: three statements per call.
+    r := flowtrack.consume_quota(ws, key, amount, idempotency_key);
     IF r.outcome = 'refused' THEN
         PERFORM internal.quota_refusal(key, amount, r.used, r.limit_value, r.hard_limit, r.resets_at);
     END IF;
-    used := r.used;
-    limit_value := r.limit_value;
-    remaining := CASE WHEN r.limit_value IS NULL THEN NULL ELSE greatest(r.limit_value - r.used, 0) END;
-    resets_at := r.resets_at;
-    replayed := r.outcome = 'replayed';
+    RETURN r;
 END
 $$;
 COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS

@@ -120,7 +120,8 @@ BEGIN
         RAISE EXCEPTION 'quota_key: "%" is not a metered key clients may report', quota_key
             USING ERRCODE = '22023', HINT = 'Clients report metered keys (ai_tokens, api_calls); FlowTrack counts the rest itself.';
     END IF;
-    RETURN QUERY SELECT * FROM internal.consume_quota(ws, quota_key, amount, idempotency_key);
+    RETURN QUERY SELECT q.used, q.limit_value, q.remaining, q.resets_at, q.replayed
+                   FROM internal.consume_quota(ws, quota_key, amount, idempotency_key) q;
 END
 $$;
 COMMENT ON FUNCTION api.record_usage(text, bigint, text) IS
