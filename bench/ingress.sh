@@ -26,8 +26,11 @@ SELECT bench.start_execution_plpgsql('$WS', '00000000-0000-4000-8000-00000000bf0
        (SELECT id FROM api.leads WHERE workspace_id = '$WS' AND email = 'lead' || :r || '@bench.example'));
 SQL
 chmod 644 "$tmp"/*.sql
-DURATION=${BENCH_SECONDS:-15}
+DURATION=${BENCH_SECONDS:-10}
+# A CHECKPOINT before each run, so no run pays for the previous one's dirty
+# pages (or for a timed checkpoint landing in the middle of it).
 tps() {
+  psql_ -c CHECKPOINT >/dev/null
   (cd / && sudo -u postgres "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared \
       -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" -f "$tmp/$1.sql" "$BENCH_DB" 2>&1) \
     | awk '/^tps/ { printf "%.0f", $3 }'
@@ -43,11 +46,22 @@ for s in engine plpgsql; do
   (cd / && sudo -u postgres "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared -c 4 -j 2 -t 750 \
       -f "$tmp/$s.sql" "$BENCH_DB" >/dev/null 2>&1)
 done
-echo "| clients | engine (exec/s) | hand-written PL/pgSQL (exec/s) | ratio |"
+# Each client count: ROUNDS runs of each side, interleaved (the order flips
+# every round) so both see the same machine; exec/s is the median run, the
+# ratio the median of the per-round ratios with its range.
+ROUNDS=${BENCH_ROUNDS:-5}
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+echo "| clients | engine (exec/s) | hand-written PL/pgSQL (exec/s) | ratio (min-max) |"
 echo "| ---: | ---: | ---: | ---: |"
 for c in 1 8 32; do
-  e=$(tps engine "$c"); p=$(tps plpgsql "$c")
-  echo "| $c | $e | $p | $(awk -v a="$e" -v b="$p" 'BEGIN { printf "%.2fx", a / b }') |"
+  es=() ps=() rs=()
+  for ((r = 0; r < ROUNDS; r++)); do
+    if (( r % 2 )); then p=$(tps plpgsql "$c"); e=$(tps engine "$c"); else e=$(tps engine "$c"); p=$(tps plpgsql "$c"); fi
+    es+=("$e") ps+=("$p") rs+=("$(awk -v a="$e" -v b="$p" 'BEGIN { print a / b }')")
+  done
+  sorted=$(printf '%s\n' "${rs[@]}" | sort -g)
+  printf '| %s | %.0f | %.0f | %.2fx (%.2f-%.2f) |\n' "$c" "$(median "${es[@]}")" "$(median "${ps[@]}")" \
+    "$(median "${rs[@]}")" "$(head -n1 <<<"$sorted")" "$(tail -n1 <<<"$sorted")"
 done
 # One commit per execution: a fixed number of engine transactions, the
 # commit counter before and after (the two psql reads commit once each).

@@ -26,10 +26,12 @@ SELECT '00000000-0000-4000-8000-00000000b0a1', id, 1,
   FROM api.workflows WHERE workspace_id = '00000000-0000-4000-8000-00000000b0a1';
 COMMIT;
 
--- The hand-written walk: internal.start_execution's preamble verbatim, then
--- a breadth-first walk of the version graph in PL/pgSQL (conditions of the
--- shape {"op":"gt","path":...,"value":...}), writing the same steps, lead
--- update and execution row.
+-- The hand-written walk: internal.start_execution's statements verbatim
+-- (the idempotent insert first; the workflow counter and the quota, the two
+-- hot rows, last), with a breadth-first walk of the version graph in
+-- PL/pgSQL in between (conditions of the shape
+-- {"op":"gt","path":...,"value":...}), writing the same steps, lead update
+-- and execution row.
 CREATE FUNCTION bench.start_execution_plpgsql(ws uuid, workflow_id uuid, payload jsonb, idempotency_key text, lead_id uuid)
 RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
 DECLARE
@@ -60,8 +62,6 @@ BEGIN
     IF exec_id IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
-    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
     SELECT v.graph INTO g FROM api.workflow_versions v WHERE v.workflow_id = w.id AND v.version = w.published_version;
     SELECT array_agg(n ->> 'id') INTO queue FROM jsonb_array_elements(g -> 'nodes') n WHERE n ->> 'type' LIKE 'TRIGGER\_%';
     WHILE cardinality(queue) > 0 LOOP
@@ -87,6 +87,13 @@ BEGIN
         END LOOP;
     END LOOP;
     UPDATE api.workflow_executions SET status = 'completed', step_count = steps, completed_at = now() WHERE id = exec_id;
+    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
+    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
     RETURN exec_id;
 END
 $$;
+-- Same privileges as the engine: internal.start_execution is SECURITY
+-- DEFINER owned by flowtrack_owner, so every statement it runs passes the
+-- tenant policies (FORCE ROW LEVEL SECURITY). Owned by the superuser, the walk
+-- would skip them and compare less work against more.
+ALTER FUNCTION bench.start_execution_plpgsql(uuid, uuid, jsonb, text, uuid) OWNER TO flowtrack_owner;

@@ -262,14 +262,18 @@ BEGIN
          WHERE e.workflow_id = w.id AND e.idempotency_key = start_execution.idempotency_key;
         RETURN;
     END IF;
-    -- Only a new execution is metered; over the plan this raises PT429 and
-    -- the insert above rolls back with it.
-    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
-    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
     -- Advance the graph now, in this transaction: logic and lead updates
     -- run here, delays are scheduled, outside actions become jobs.
     PERFORM flowtrack.run_execution(execution_id, ws, w.id, w.published_version, trigger_type, ctx::text,
                                     start_execution.lead_id, max_steps);
+    -- The rows every execution of a workflow (its counter) or of a workspace
+    -- (its quota) updates come last, the hottest last: their locks are held
+    -- from here to commit only, not across the graph walk, so concurrent
+    -- submissions queue on them for less time. Only a new execution is
+    -- metered; over the plan this raises PT429 and everything above rolls
+    -- back with it.
+    UPDATE api.workflows SET total_executions = total_executions + 1, last_executed_at = now() WHERE id = w.id;
+    PERFORM internal.consume_quota(ws, 'executions_per_month', 1);
 END
 $$;
 COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid) IS
