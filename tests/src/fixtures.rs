@@ -29,6 +29,17 @@ impl Tenant {
     }
 }
 
+/// A workspace's counter for a quota key, as stored.
+pub async fn quota_used(db: &Client, ws: Uuid, key: &str) -> i64 {
+    db.query_one(
+        "SELECT used FROM api.usage_quotas WHERE workspace_id = $1 AND quota_key = $2",
+        &[&ws, &key],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// A workspace on `plan` with an owner, admin, member and viewer.
 pub async fn tenant(db: &Client, plan: &str) -> Tenant {
     let tag = Uuid::new_v4().simple().to_string()[..12].to_string();

@@ -19,23 +19,18 @@ async fn consume(db: &Client, ws: Uuid) -> Result<i64, tokio_postgres::Error> {
 }
 
 async fn used(db: &Client, ws: Uuid) -> i64 {
-    db.query_one(
-        "SELECT used FROM api.usage_quotas WHERE workspace_id = $1 AND quota_key = $2",
-        &[&ws, &KEY],
-    )
-    .await
-    .unwrap()
-    .get(0)
+    fixtures::quota_used(db, ws, KEY).await
 }
 
+/// The `consumed` events of the key, which must match `used` one for one.
 async fn events(db: &Client, ws: Uuid) -> i64 {
-    db.query_one(
+    let n: Vec<i64> = flowtrack_tests::column(
+        db,
         "SELECT count(*) FROM api.usage_events WHERE workspace_id = $1 AND quota_key = $2 AND event_type = 'consumed'",
         &[&ws, &KEY],
     )
-    .await
-    .unwrap()
-    .get(0)
+    .await;
+    n[0]
 }
 
 #[tokio::test]

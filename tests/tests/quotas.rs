@@ -5,15 +5,7 @@ use flowtrack_tests::{column, connect, fixtures, pgrst, Request};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-async fn used(db: &Client, ws: Uuid, key: &str) -> i64 {
-    db.query_one(
-        "SELECT used FROM api.usage_quotas WHERE workspace_id = $1 AND quota_key = $2",
-        &[&ws, &key],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
+use fixtures::quota_used as used;
 
 async fn set_limit(db: &Client, ws: Uuid, key: &str, limit: i64) {
     db.execute(
