@@ -176,3 +176,49 @@ async fn repeatable_read_reports_a_serialization_failure() {
     assert_eq!(used(&b, t.workspace_id).await, 1);
     assert_eq!(events(&b, t.workspace_id).await, 1);
 }
+
+#[tokio::test]
+async fn a_trigger_on_the_quota_table_sends_calls_through_sql() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    // The direct path would skip a user trigger, so with one present the
+    // call must take the SQL statement, which fires it. All rolled back.
+    db.batch_execute(
+        "BEGIN;
+         CREATE TEMP TABLE fired (workspace_id uuid);
+         CREATE FUNCTION public.flowtrack_test_quota_fired() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO fired VALUES (NEW.workspace_id); RETURN NULL; END $$;
+         CREATE TRIGGER flowtrack_test_quota_fired AFTER UPDATE ON api.usage_quotas
+             FOR EACH ROW EXECUTE FUNCTION public.flowtrack_test_quota_fired();",
+    )
+    .await
+    .unwrap();
+    assert_eq!(consume(&db, t.workspace_id).await.unwrap(), 1);
+    let fired: i64 = db
+        .query_one(
+            "SELECT count(*) FROM fired WHERE workspace_id = $1",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events(&db, t.workspace_id).await, 1);
+    db.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(fired, 1, "the trigger fired: the SQL path ran");
+}
+
+#[tokio::test]
+async fn an_amount_past_bigint_is_an_error_not_a_wrap() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "enterprise").await; // unlimited: no limit to stop it first
+    consume(&db, t.workspace_id).await.unwrap();
+    let err = db
+        .query_one(
+            "SELECT used FROM internal.consume_quota($1, 'executions_per_month', 9223372036854775807)",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22003"), "{err}");
+    assert_eq!(used(&db, t.workspace_id).await, 1);
+}

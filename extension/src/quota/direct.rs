@@ -5,22 +5,29 @@
 //! in docs/BENCHMARKS.md (quota).
 //!
 //! It only runs where it is exactly equivalent to the SQL statement it
-//! replaces (`CONSUME` in mod.rs): both tables are plain heap tables with no
-//! triggers of their own (the internal foreign-key triggers on usage_quotas
-//! only act when key columns change, and these never do), the columns are the
-//! known ones, the quota row exists and its period is current, and a leaf
-//! partition takes events at this instant. Anything else returns `Fallback`
-//! before a single write, and the caller runs the SQL statement instead.
+//! replaces (`CONSUME` in mod.rs), which `eligible()` checks against the
+//! catalogs once per table version: heap tables; no triggers but the
+//! immediate foreign-key checks on usage_quotas (they act only when key
+//! columns change, and these never do); no generated columns; every CHECK
+//! constraint either untouched by the change (it held for the old row) or one
+//! this code enforces itself (`used >= 0`, `used <= hard_limit`, and
+//! usage_events' list of event types); immediate unique constraints only.
+//! Per call: the known columns, the quota row present with its key unchanged
+//! and its period current, a leaf partition without triggers or checks of its
+//! own for this instant, and no arithmetic overflow. Anything else returns
+//! `Fallback` before a single write, and the caller runs the SQL statement
+//! instead.
 //! Row-level security is not consulted: the caller is a SECURITY DEFINER
 //! function run by the superuser that owns the extension, which bypasses it
 //! in the SQL path too.
 //!
 //! Concurrency follows an UPDATE at the same isolation level: the row found
-//! in the statement's snapshot is locked in its latest version (READ COMMITTED waits
-//! for and follows concurrent updates; REPEATABLE READ and SERIALIZABLE raise
-//! a serialization failure, 40001), and the limit is checked on that latest
-//! version while the lock is held, so the hard limit holds under any
-//! concurrency.
+//! in a fresh snapshot (as SPI would take) is updated if nobody changed it
+//! since; otherwise READ COMMITTED waits for, locks and re-decides on the
+//! latest version (as the executor's EvalPlanQual does), and REPEATABLE READ
+//! and SERIALIZABLE raise a serialization failure, 40001. The limit is always
+//! checked on the version that is written, under its lock, so the hard limit
+//! holds under any concurrency.
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -36,8 +43,7 @@ use crate::error::raise;
 pub enum Direct {
     /// Counted and logged.
     Counted(QuotaRow),
-    /// Over the hard limit: nothing was written (the row stays locked until
-    /// the transaction or subtransaction ends, as a refused caller's does).
+    /// Over the hard limit: nothing was written.
     Refused(QuotaRow),
     /// Not a case this path handles; nothing was written.
     Fallback,
@@ -92,9 +98,8 @@ const E_AT: usize = 8;
 struct Tables {
     quotas: Oid,
     events: Oid,
-    /// usage_events is range-partitioned on occurred_at alone, so a
-    /// timestamptz comparison picks its partition.
-    partitioned: bool,
+    /// The catalogs allow the direct path (see `eligible`).
+    eligible: bool,
     /// The identity sequence of usage_events.id.
     id_seq: Oid,
 }
@@ -125,7 +130,7 @@ pub fn consume(ws: pgrx::Uuid, key: &str, amount: i64, idempotency_key: Option<&
         let Some(tables) = tables() else {
             return Direct::Fallback;
         };
-        if !tables.partitioned {
+        if !tables.eligible {
             return Direct::Fallback;
         }
         let (quotas_oid, events_oid, id_seq) = (tables.quotas, tables.events, tables.id_seq);
@@ -136,36 +141,39 @@ pub fn consume(ws: pgrx::Uuid, key: &str, amount: i64, idempotency_key: Option<&
         // unless both writes can be made here.
         let events = pg_sys::table_open(events_oid, lock);
         let partition = partition_for(events, now);
+        let parent_checks = check_count(events);
         pg_sys::table_close(events, pg_sys::NoLock as _);
         let Some(part_oid) = partition else {
             return Direct::Fallback;
         };
         let part = pg_sys::table_open(part_oid, lock);
-        let event_cols = if plain_heap(part) {
+        // No triggers, and no CHECK constraints beyond the inherited ones.
+        let event_cols = if plain_heap(part, false) && check_count(part) == parent_checks {
             columns(part, &EVENT_COLUMNS, true)
         } else {
             None
         };
-        let Some(event_cols) = event_cols else {
+        // The partition's indexes, opened now so that one not fit for this
+        // path (a deferred unique check) is found before anything is written.
+        let part_indexes = event_cols.and_then(|_| Indexes::open(part));
+        let (Some(event_cols), Some(part_indexes)) = (event_cols, part_indexes) else {
             pg_sys::table_close(part, pg_sys::NoLock as _);
             return Direct::Fallback;
         };
 
         let quotas = pg_sys::table_open(quotas_oid, lock);
-        let quota_cols = if plain_heap(quotas) {
+        let quota_cols = if plain_heap(quotas, true) {
             columns(quotas, &QUOTA_COLUMNS, false)
         } else {
             None
         };
-        let snapshot = pg_sys::GetActiveSnapshot();
         let result = match quota_cols {
-            _ if snapshot.is_null() => Counted::No(Direct::Fallback),
+            _ if !pg_sys::ActiveSnapshotSet() => Counted::No(Direct::Fallback),
             None => Counted::No(Direct::Fallback),
             Some(cols) => {
-                // The statement's snapshot, seeing this transaction's earlier
-                // commands: a row changed since is followed to its latest
-                // version, a row inserted since takes the SQL path.
-                pg_sys::PushCopiedSnapshot(snapshot);
+                // A fresh snapshot that sees this transaction's earlier
+                // commands, as SPI takes one for the SQL statement.
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
                 pg_sys::UpdateActiveSnapshotCommandId();
                 let r = count(quotas, &cols, ws, key, amount, now);
                 pg_sys::PopActiveSnapshot();
@@ -178,6 +186,7 @@ pub fn consume(ws: pgrx::Uuid, key: &str, amount: i64, idempotency_key: Option<&
                 pg_sys::CommandCounterIncrement();
                 log_event(
                     part,
+                    &part_indexes,
                     &event_cols,
                     id_seq,
                     ws,
@@ -191,6 +200,7 @@ pub fn consume(ws: pgrx::Uuid, key: &str, amount: i64, idempotency_key: Option<&
             }
             Counted::No(direct) => direct,
         };
+        part_indexes.close();
         pg_sys::table_close(quotas, pg_sys::NoLock as _);
         pg_sys::table_close(part, pg_sys::NoLock as _);
         result
@@ -218,8 +228,8 @@ unsafe fn tables() -> Option<Tables> {
     if quotas == pg_sys::InvalidOid || events == pg_sys::InvalidOid {
         return None;
     }
-    let (partitioned, id_att) =
-        super::with_catalog_search_path(|| (shape_partitioned(events), shape_id_attnum(events)));
+    let (eligible, id_att) =
+        super::with_catalog_search_path(|| (eligible(quotas, events), shape_id_attnum(events)));
     let id_seq = pg_sys::getIdentitySequence(events, id_att?, true);
     if id_seq == pg_sys::InvalidOid {
         return None;
@@ -227,24 +237,63 @@ unsafe fn tables() -> Option<Tables> {
     let t = Tables {
         quotas,
         events,
-        partitioned,
+        eligible,
         id_seq,
     };
     TABLES.set(Some(t));
     Some(t)
 }
 
-fn shape_partitioned(events: Oid) -> bool {
+/// Whether the catalogs allow the direct path: usage_events range-partitioned
+/// on occurred_at alone (so a timestamptz comparison picks the partition),
+/// and on both tables nothing the direct path would skip (see the module
+/// comment). One query, run once per table version.
+fn eligible(quotas: Oid, events: Oid) -> bool {
     Spi::get_one_with_args::<bool>(
-        "SELECT p.partstrat = 'r' AND p.partnatts = 1 AND a.attname = 'occurred_at'
-                AND a.atttypid = 'timestamptz'::regtype
-                AND p.partclass[0] = (SELECT oc.oid FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
-                                       WHERE am.amname = 'btree' AND oc.opcintype = 'timestamptz'::regtype
-                                         AND oc.opcdefault)
-           FROM pg_partitioned_table p
-           JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
-          WHERE p.partrelid = $1",
-        &[events.into()],
+        r#"SELECT
+             (SELECT p.partstrat = 'r' AND p.partnatts = 1 AND a.attname = 'occurred_at'
+                     AND a.atttypid = 'timestamptz'::regtype
+                     AND p.partclass[0] = (SELECT oc.oid FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+                                            WHERE am.amname = 'btree' AND oc.opcintype = 'timestamptz'::regtype
+                                              AND oc.opcdefault)
+                FROM pg_partitioned_table p
+                JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+               WHERE p.partrelid = $2)
+             -- Triggers: none on usage_events; on usage_quotas only
+             -- immediate foreign-key checks.
+             AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = $2)
+             AND NOT EXISTS (SELECT 1 FROM pg_trigger t LEFT JOIN pg_constraint c ON c.oid = t.tgconstraint
+                              WHERE t.tgrelid = $1
+                                AND NOT coalesce(t.tgisinternal AND c.contype = 'f' AND NOT c.condeferrable
+                                                 AND t.tgfoid IN ('"RI_FKey_check_ins"'::regproc,
+                                                                  '"RI_FKey_check_upd"'::regproc), false))
+             AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                              WHERE a.attrelid IN ($1, $2) AND a.attgenerated <> '' AND NOT a.attisdropped)
+             -- Constraints: immediate unique ones; no exclusion constraints,
+             -- no foreign keys from usage_events; CHECKs the change cannot
+             -- break.
+             AND NOT EXISTS (
+                   SELECT 1 FROM pg_constraint c
+                    WHERE c.conrelid IN ($1, $2)
+                      AND CASE c.contype
+                            WHEN 'p' THEN c.condeferrable
+                            WHEN 'u' THEN c.condeferrable
+                            WHEN 'f' THEN c.conrelid = $2 OR c.condeferrable
+                            WHEN 'c' THEN
+                              CASE WHEN c.conrelid = $1 THEN
+                                     -- touched by the change, and not one enforced here
+                                     c.conkey && ARRAY(SELECT attnum FROM pg_attribute
+                                                        WHERE attrelid = $1 AND attname IN ('used', 'updated_at'))
+                                     AND pg_get_constraintdef(c.oid) NOT IN
+                                           ('CHECK ((used >= 0))',
+                                            'CHECK (((hard_limit IS NULL) OR (used <= hard_limit)))')
+                                   ELSE
+                                     -- usage_events: only the list of event types
+                                     pg_get_constraintdef(c.oid) NOT LIKE 'CHECK ((event_type = ANY (ARRAY[''consumed''::text, %'
+                              END
+                            ELSE true
+                          END)"#,
+        &[quotas.into(), events.into()],
     )
     .ok()
     .flatten()
@@ -260,9 +309,9 @@ fn shape_id_attnum(events: Oid) -> Option<i16> {
     .flatten()
 }
 
-/// A heap table without triggers of its own (only internal ones, such as
-/// foreign-key checks).
-unsafe fn plain_heap(rel: pg_sys::Relation) -> bool {
+/// A heap table without triggers, or (with `internal_ok`) only internal ones:
+/// which internal ones are allowed is `eligible`'s business.
+unsafe fn plain_heap(rel: pg_sys::Relation, internal_ok: bool) -> bool {
     if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine()
     {
@@ -272,7 +321,19 @@ unsafe fn plain_heap(rel: pg_sys::Relation) -> bool {
     if triggers.is_null() {
         return true;
     }
-    (0..(*triggers).numtriggers as usize).all(|i| (*(*triggers).triggers.add(i)).tgisinternal)
+    internal_ok
+        && (0..(*triggers).numtriggers as usize)
+            .all(|i| (*(*triggers).triggers.add(i)).tgisinternal)
+}
+
+/// How many CHECK constraints `rel` has.
+unsafe fn check_count(rel: pg_sys::Relation) -> u16 {
+    let constr = (*(*rel).rd_att).constr;
+    if constr.is_null() {
+        0
+    } else {
+        (*constr).num_check
+    }
 }
 
 /// The 0-based positions of `names` in `rel`'s tuple descriptor. With
@@ -305,7 +366,10 @@ unsafe fn partition_for(parent: pg_sys::Relation, at: pg_sys::TimestampTz) -> Op
     if (*(*parent).rd_rel).relkind != pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char {
         return None;
     }
-    let desc = pg_sys::RelationGetPartitionDesc(parent, false);
+    // Partitions being detached concurrently are skipped at READ COMMITTED,
+    // as tuple routing does (execPartition.c).
+    let omit_detached = pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32;
+    let desc = pg_sys::RelationGetPartitionDesc(parent, omit_detached);
     if desc.is_null() || (*desc).boundinfo.is_null() {
         return None;
     }
@@ -357,7 +421,7 @@ unsafe fn count(
 ) -> Counted {
     let slot = pg_sys::table_slot_create(quotas, std::ptr::null_mut());
     let result = if find_row(quotas, cols, ws, key, slot) {
-        rewrite(quotas, cols, slot, amount, now)
+        rewrite(quotas, cols, slot, ws, key, amount, now)
     } else {
         Counted::No(Direct::Fallback)
     };
@@ -369,10 +433,13 @@ unsafe fn count(
 /// case: nobody changed the row since the snapshot); when a concurrent
 /// transaction did, lock the latest version and decide again on it, as an
 /// UPDATE re-checks its WHERE clause (EvalPlanQual) at READ COMMITTED.
+#[allow(clippy::too_many_arguments)]
 unsafe fn rewrite(
     quotas: pg_sys::Relation,
     cols: &[usize; 9],
     slot: *mut pg_sys::TupleTableSlot,
+    ws: pgrx::Uuid,
+    key: &str,
     amount: i64,
     now: pg_sys::TimestampTz,
 ) -> Counted {
@@ -386,6 +453,21 @@ unsafe fn rewrite(
         let values = std::slice::from_raw_parts((*slot).tts_values, natts);
         let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
         let int = |c: usize| (!nulls[cols[c]]).then(|| values[cols[c]].value() as i64);
+        let text = |c: usize| {
+            let t = pg_sys::text_to_cstring(values[cols[c]].cast_mut_ptr());
+            let owned = CStr::from_ptr(t).to_owned();
+            pg_sys::pfree(t.cast());
+            owned
+        };
+        // A version we followed to may belong to another key now (the key
+        // catalog renames cascade): the executor re-checks its whole WHERE
+        // clause on it, and so does this.
+        if locked
+            && (pgrx::Uuid::from_datum(values[cols[Q_WS]], false) != Some(ws)
+                || text(Q_KEY).to_bytes() != key.as_bytes())
+        {
+            return Counted::No(Direct::Fallback);
+        }
         let period_end = int(Q_END).unwrap_or(i64::MIN);
         if period_end <= now {
             return Counted::No(Direct::Fallback);
@@ -393,14 +475,12 @@ unsafe fn rewrite(
         let used = int(Q_USED).unwrap_or(0);
         let limit_value = int(Q_LIMIT);
         let hard_limit = int(Q_HARD);
-        let kind_is_gauge = {
-            let k = pg_sys::text_to_cstring(values[cols[Q_KIND]].cast_mut_ptr());
-            let gauge = CStr::from_ptr(k) == c"gauge";
-            pg_sys::pfree(k.cast());
-            gauge
-        };
+        let kind_is_gauge = text(Q_KIND).as_c_str() == c"gauge";
         let period_end = TimestampWithTimeZone::try_from(period_end).expect("checked finite");
-        let new_used = used + amount;
+        // Out of range: the SQL path raises 22003 as `used + amount` does.
+        let Some(new_used) = used.checked_add(amount) else {
+            return Counted::No(Direct::Fallback);
+        };
         let row = QuotaRow {
             used: new_used,
             limit_value,
@@ -448,7 +528,13 @@ unsafe fn rewrite(
         match updated {
             pg_sys::TM_Result::TM_Ok => {
                 if (*(*tuple).t_data).t_infomask2 & pg_sys::HEAP_ONLY_TUPLE as u16 == 0 {
-                    insert_index_entries(quotas, tuple);
+                    // Not HOT: every index needs an entry for the new version.
+                    // Which columns changed is a hint for btree's bottom-up
+                    // deletion, as the executor gives it.
+                    let changed = [cols[Q_USED] as i16 + 1, cols[Q_UPDATED] as i16 + 1];
+                    let indexes = Indexes::open_all(quotas);
+                    indexes.insert(quotas, tuple, Some(&changed));
+                    indexes.close();
                 }
                 return Counted::Yes(row, period_start);
             }
@@ -477,10 +563,9 @@ unsafe fn lock_latest(
     tid: &mut pg_sys::ItemPointerData,
 ) -> bool {
     let mut tmfd: pg_sys::TM_FailureData = std::mem::zeroed();
-    let lock_tuple = (*(*quotas).rd_tableam)
-        .tuple_lock
-        .expect("heap tables can lock tuples");
-    lock_tuple(
+    // pgrx's guarded wrapper: an ERROR while waiting (deadlock, lock or
+    // statement timeout, cancel) unwinds as a panic, not a longjmp.
+    pg_sys::table_tuple_lock(
         quotas,
         tid,
         pg_sys::GetActiveSnapshot(),
@@ -575,6 +660,7 @@ unsafe fn find_row(
 #[allow(clippy::too_many_arguments)]
 unsafe fn log_event(
     part: pg_sys::Relation,
+    indexes: &Indexes,
     cols: &[usize; 9],
     id_seq: Oid,
     ws: pgrx::Uuid,
@@ -609,85 +695,131 @@ unsafe fn log_event(
     set(E_AT, Some(Datum::from(now)));
     let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
     pg_sys::simple_heap_insert(part, tuple);
-    insert_index_entries(part, tuple);
+    indexes.insert(part, tuple, None);
 }
 
-/// Index entries for a new heap tuple in every index of `rel`, as the
-/// executor makes them. Plain column indexes are filled here directly; an
-/// index with expressions, a predicate, an exclusion constraint or a
-/// deferred unique check takes the executor's own routine instead.
-unsafe fn insert_index_entries(rel: pg_sys::Relation, tuple: pg_sys::HeapTuple) {
-    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-    let list = pg_sys::RelationGetIndexList(rel);
-    let oids: Vec<Oid> = if list.is_null() {
-        Vec::new()
-    } else {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).oid_value)
-            .collect()
-    };
-    pg_sys::list_free(list);
-    let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsHeapTuple);
-    pg_sys::ExecStoreHeapTuple(tuple, slot, false);
-    let mut opened = Vec::with_capacity(oids.len());
-    for oid in oids {
-        let index = pg_sys::index_open(oid, lock);
-        opened.push((index, pg_sys::BuildIndexInfo(index)));
+/// The indexes of a table, open with the IndexInfo the executor would build.
+struct Indexes(Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>);
+
+impl Indexes {
+    /// Every index of `rel`.
+    unsafe fn open_all(rel: pg_sys::Relation) -> Indexes {
+        let list = pg_sys::RelationGetIndexList(rel);
+        let oids: Vec<Oid> = if list.is_null() {
+            Vec::new()
+        } else {
+            (0..(*list).length as usize)
+                .map(|i| (*(*list).elements.add(i)).oid_value)
+                .collect()
+        };
+        pg_sys::list_free(list);
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        Indexes(
+            oids.into_iter()
+                .map(|oid| {
+                    let index = pg_sys::index_open(oid, lock);
+                    (index, pg_sys::BuildIndexInfo(index))
+                })
+                .collect(),
+        )
     }
-    let plain = opened.iter().all(|&(index, info)| {
-        (*info).ii_Expressions.is_null()
-            && (*info).ii_Predicate.is_null()
-            && (*info).ii_ExclusionOps.is_null()
-            && (*(*index).rd_index).indimmediate
-    });
-    if plain {
-        let mut values = [Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
-        let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        for &(index, info) in &opened {
-            pg_sys::FormIndexDatum(
+
+    /// Every index of `rel`, or None (and nothing open) when one checks
+    /// uniqueness only at commit: its recheck would need an after-trigger.
+    unsafe fn open(rel: pg_sys::Relation) -> Option<Indexes> {
+        let indexes = Indexes::open_all(rel);
+        if indexes
+            .0
+            .iter()
+            .all(|&(index, _)| (*(*index).rd_index).indimmediate)
+        {
+            Some(indexes)
+        } else {
+            indexes.close();
+            None
+        }
+    }
+
+    /// Entries for a new heap tuple of `rel` in every index ready for
+    /// inserts (an index being built concurrently is not yet), as the
+    /// executor makes them. `changed`: for an update, the attribute numbers
+    /// it changed. Plain column indexes are filled here; one with
+    /// expressions, a predicate or an exclusion constraint goes through the
+    /// executor's own routine.
+    unsafe fn insert(
+        &self,
+        rel: pg_sys::Relation,
+        tuple: pg_sys::HeapTuple,
+        changed: Option<&[i16]>,
+    ) {
+        let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsHeapTuple);
+        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+        let plain = self.0.iter().all(|&(_, info)| {
+            (*info).ii_Expressions.is_null()
+                && (*info).ii_Predicate.is_null()
+                && (*info).ii_ExclusionOps.is_null()
+        });
+        if plain {
+            let mut values = [Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+            let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+            for &(index, info) in &self.0 {
+                if !(*info).ii_ReadyForInserts {
+                    continue;
+                }
+                pg_sys::FormIndexDatum(
+                    info,
+                    slot,
+                    std::ptr::null_mut(),
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+                let check = if (*(*index).rd_index).indisunique {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                } else {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+                };
+                let keys = (*info).ii_IndexAttrNumbers;
+                let unchanged = changed.is_some_and(|changed| {
+                    keys[..(*info).ii_NumIndexAttrs as usize]
+                        .iter()
+                        .all(|k| !changed.contains(k))
+                });
+                pg_sys::index_insert(
+                    index,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                    &mut (*tuple).t_self,
+                    rel,
+                    check,
+                    unchanged,
+                    info,
+                );
+            }
+        } else {
+            let estate = pg_sys::CreateExecutorState();
+            let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+                .cast::<pg_sys::ResultRelInfo>();
+            (*info).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+            pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
+            pg_sys::ExecOpenIndices(info, false);
+            pg_sys::ExecInsertIndexTuples(
                 info,
                 slot,
-                std::ptr::null_mut(),
-                values.as_mut_ptr(),
-                nulls.as_mut_ptr(),
-            );
-            let check = if (*(*index).rd_index).indisunique {
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-            } else {
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-            };
-            pg_sys::index_insert(
-                index,
-                values.as_mut_ptr(),
-                nulls.as_mut_ptr(),
-                &mut (*tuple).t_self,
-                rel,
-                check,
+                estate,
+                false, // the unchanged-index hint needs a range table; leave it off
                 false,
-                info,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
             );
+            pg_sys::ExecCloseIndices(info);
+            pg_sys::FreeExecutorState(estate);
         }
-    } else {
-        let estate = pg_sys::CreateExecutorState();
-        let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
-            .cast::<pg_sys::ResultRelInfo>();
-        (*info).type_ = pg_sys::NodeTag::T_ResultRelInfo;
-        pg_sys::InitResultRelInfo(info, rel, 0, std::ptr::null_mut(), 0);
-        pg_sys::ExecOpenIndices(info, false);
-        pg_sys::ExecInsertIndexTuples(
-            info,
-            slot,
-            estate,
-            false,
-            false,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
-        pg_sys::ExecCloseIndices(info);
-        pg_sys::FreeExecutorState(estate);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
-    for (index, _) in opened {
-        pg_sys::index_close(index, pg_sys::NoLock as _);
+
+    unsafe fn close(self) {
+        for (index, _) in self.0 {
+            pg_sys::index_close(index, pg_sys::NoLock as _);
+        }
     }
-    pg_sys::ExecDropSingleTupleTableSlot(slot);
 }
