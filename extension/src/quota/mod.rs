@@ -311,91 +311,83 @@ fn consume(
             "Use internal.release_quota to give usage back.",
         );
     }
-    // The common case, a counter without an idempotency key, needs no SQL.
-    if idempotency_key.is_none() {
-        match direct::consume(ws, key, amount, None) {
-            Direct::Counted(row) if !row.crossed => return (Outcome::Ok, Some(row)),
-            Direct::Counted(row) => {
-                with_catalog_search_path(|| Spi::connect_mut(|client| soft_limit(client, ws, key)));
-                return (Outcome::Ok, Some(row));
-            }
-            Direct::Refused(row) => return (Outcome::Refused, Some(row)),
-            Direct::Fallback => {}
+    // A replayed key changes nothing. Claiming one is SQL; the common case,
+    // a counter without a key, runs no SQL at all.
+    if let Some(k) = idempotency_key {
+        let claimed = sql(|client| {
+            let args = [ws.into(), key.into(), k.into(), amount.into()];
+            !with_plan(
+                client,
+                CLAIM_KEY,
+                &[UUID, TEXT, TEXT, INT8],
+                |client, plan| client.update(plan, Some(1), &args),
+            )
+            .unwrap_or_else(|e| spi_failed("idempotency key", e))
+            .is_empty()
+        });
+        if !claimed {
+            let args = [ws.into(), key.into()];
+            let row = sql(|client| fetch_row(client, STATE, &[UUID, TEXT], &args));
+            return (Outcome::Replayed, row);
         }
     }
-    with_catalog_search_path(|| {
-        Spi::connect_mut(|client| {
-            let replayed = match idempotency_key {
-                None => false,
-                Some(k) => {
-                    let args = [ws.into(), key.into(), k.into(), amount.into()];
-                    with_plan(
-                        client,
-                        CLAIM_KEY,
-                        &[UUID, TEXT, TEXT, INT8],
-                        |client, plan| client.update(plan, Some(1), &args),
-                    )
-                    .unwrap_or_else(|e| spi_failed("idempotency key", e))
-                    .is_empty()
-                }
-            };
-            let args = [ws.into(), key.into(), amount.into(), idempotency_key.into()];
-            if replayed {
-                let row = fetch_row(client, STATE, &[UUID, TEXT], &args[..2]);
-                return (Outcome::Replayed, row);
-            }
-            let release = |client: &mut SpiClient<'_>| {
-                if let Some(k) = idempotency_key {
-                    // A refused call must not keep its key: the caller may retry
-                    // it once there is room.
-                    let release = [ws.into(), key.into(), k.into()];
-                    with_plan(client, RELEASE_KEY, &[UUID, TEXT, TEXT], |client, plan| {
-                        client.update(plan, None, &release)
-                    })
-                    .unwrap_or_else(|e| spi_failed("idempotency key", e));
-                }
-            };
-            if idempotency_key.is_some() {
-                match direct::consume(ws, key, amount, idempotency_key) {
-                    Direct::Counted(row) => {
-                        if row.crossed {
-                            soft_limit(client, ws, key);
-                        }
-                        return (Outcome::Ok, Some(row));
-                    }
-                    Direct::Refused(row) => {
-                        release(client);
-                        return (Outcome::Refused, Some(row));
-                    }
-                    Direct::Fallback => {}
-                }
-            }
-            for attempt in 0..2 {
-                if let Some(row) = fetch_row(client, CONSUME, &[UUID, TEXT, INT8, TEXT], &args) {
-                    if row.crossed {
-                        soft_limit(client, ws, key);
-                    }
-                    return (Outcome::Ok, Some(row));
-                }
-                // No current row passed: over the limit, or the period is missing
-                // or over. Tell them apart, and open the period at most once.
-                if let Some(current) = fetch_row(client, STATE, &[UUID, TEXT], &args[..2]) {
-                    release(client);
-                    return (Outcome::Refused, Some(current));
-                }
-                key_kind(client, key);
-                if attempt == 0 {
-                    sync(client, ws);
-                }
-            }
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "workspace_id: no quota period could be opened for this workspace",
-                None,
-                "The workspace must exist and have a plan.",
-            )
-        })
-    })
+    let (outcome, row) = match direct::consume(ws, key, amount, idempotency_key) {
+        Direct::Counted(row) => (Outcome::Ok, Some(row)),
+        Direct::Refused(row) => (Outcome::Refused, Some(row)),
+        Direct::Fallback => sql(|client| consume_sql(client, ws, key, amount, idempotency_key)),
+    };
+    match (outcome, row, idempotency_key) {
+        (Outcome::Ok, Some(row), _) if row.crossed => sql(|client| soft_limit(client, ws, key)),
+        // A refused call must not keep its key: the caller may retry it once
+        // there is room.
+        (Outcome::Refused, _, Some(k)) => sql(|client| {
+            let release = [ws.into(), key.into(), k.into()];
+            with_plan(client, RELEASE_KEY, &[UUID, TEXT, TEXT], |client, plan| {
+                client.update(plan, None, &release)
+            })
+            .unwrap_or_else(|e| spi_failed("idempotency key", e));
+        }),
+        _ => {}
+    }
+    (outcome, row)
+}
+
+/// Run `f` with an SPI connection and `search_path = pg_catalog`.
+fn sql<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> R {
+    with_catalog_search_path(|| Spi::connect_mut(f))
+}
+
+/// The SQL path: one conditional UPDATE that counts and logs, for what the
+/// direct path leaves (see quota/direct.rs). Opens or rolls the period when
+/// it is missing or over, at most once.
+fn consume_sql(
+    client: &mut SpiClient<'_>,
+    ws: pgrx::Uuid,
+    key: &str,
+    amount: i64,
+    idempotency_key: Option<&str>,
+) -> (Outcome, Option<QuotaRow>) {
+    let args = [ws.into(), key.into(), amount.into(), idempotency_key.into()];
+    for attempt in 0..2 {
+        if let Some(row) = fetch_row(client, CONSUME, &[UUID, TEXT, INT8, TEXT], &args) {
+            return (Outcome::Ok, Some(row));
+        }
+        // No current row passed: over the limit, or the period is missing or
+        // over. Tell them apart.
+        if let Some(current) = fetch_row(client, STATE, &[UUID, TEXT], &args[..2]) {
+            return (Outcome::Refused, Some(current));
+        }
+        key_kind(client, key);
+        if attempt == 0 {
+            sync(client, ws);
+        }
+    }
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        "workspace_id: no quota period could be opened for this workspace",
+        None,
+        "The workspace must exist and have a plan.",
+    )
 }
 
 /// Record the first crossing of 100% in this period, once.
