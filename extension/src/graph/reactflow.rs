@@ -175,20 +175,24 @@ fn react_flow_split(flow: &str) -> pgrx::JsonB {
     pgrx::JsonB(json!({"nodes": nodes, "edges": edges, "viewport": viewport}))
 }
 
-fn absent_of(ui: &mut Map<String, Value>) -> Vec<String> {
-    ui.remove("$rf")
-        .and_then(|r| r.get("absent").cloned())
-        .and_then(|a| serde_json::from_value(a).ok())
-        .unwrap_or_default()
-}
-
-fn join_node(row: &Value) -> Value {
+/// A stored row's `ui` object without its `$rf` bookkeeping, and the keys
+/// that bookkeeping says the canvas did not have.
+fn ui_of(row: &Value) -> (Map<String, Value>, Vec<String>) {
     let mut ui = row
         .get("ui")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let absent = absent_of(&mut ui);
+    let absent = ui
+        .remove("$rf")
+        .and_then(|r| r.get("absent").cloned())
+        .and_then(|a| serde_json::from_value(a).ok())
+        .unwrap_or_default();
+    (ui, absent)
+}
+
+fn join_node(row: &Value) -> Value {
+    let (mut ui, absent) = ui_of(row);
     let has = |k: &str| !absent.iter().any(|a| a == k);
     ui.insert("id".into(), row["node_key"].clone());
     ui.insert("type".into(), row["node_type"].clone());
@@ -216,12 +220,7 @@ fn join_node(row: &Value) -> Value {
 }
 
 fn join_edge(row: &Value) -> Value {
-    let mut ui = row
-        .get("ui")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let absent = absent_of(&mut ui);
+    let (mut ui, absent) = ui_of(row);
     ui.insert("id".into(), row["edge_key"].clone());
     ui.insert("source".into(), row["source_key"].clone());
     ui.insert("target".into(), row["target_key"].clone());
