@@ -29,8 +29,24 @@ COMMENT ON ROLE flowtrack_worker IS 'The side-effect worker: claims jobs and rep
 
 GRANT anon, authenticated TO authenticator;
 
--- PUBLIC must not execute functions it was never granted.
+-- Least privilege for every role that can log in or that a login becomes.
+-- TEMP is what let a caller shadow catalogs and our tables in pg_temp and run
+-- code inside SECURITY DEFINER functions (issue 9); no FlowTrack role needs
+-- temporary objects, so PUBLIC loses TEMP and nobody gets it back. CREATE on
+-- the database and on schema public is revoked too: only migrations, as the
+-- superuser, create schemas and objects. USAGE on public stays: citext's
+-- type and operators live there.
+DO $$
+BEGIN
+    EXECUTE format('REVOKE TEMPORARY, CREATE ON DATABASE %I FROM PUBLIC', current_database());
+END
+$$;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- PUBLIC must not execute functions it was never granted: neither those the
+-- owner creates nor those these migrations create as the superuser.
 ALTER DEFAULT PRIVILEGES FOR ROLE flowtrack_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 CREATE SCHEMA api AUTHORIZATION flowtrack_owner;
 COMMENT ON SCHEMA api IS 'The schema PostgREST exposes: tenant tables under RLS and RPC functions. Everything here is public API.';
@@ -59,6 +75,8 @@ GRANT EXECUTE ON FUNCTION
     flowtrack.current_workspace_role()
 TO anon, authenticated, flowtrack_worker, flowtrack_owner;
 GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) TO flowtrack_owner;
+-- Only the owner's SECURITY DEFINER functions act for a workspace.
+GRANT EXECUTE ON FUNCTION flowtrack.act_for(uuid, text) TO flowtrack_owner;
 
 GRANT USAGE ON SCHEMA api TO anon, authenticated;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated;

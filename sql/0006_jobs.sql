@@ -2,6 +2,9 @@
 -- dead-lettering); the worker only performs the I/O and reports back.
 -- Enqueueing does not NOTIFY: NOTIFY serialises commits (4,899 -> 649
 -- commits/s measured here), so idle workers poll and LISTEN only for nudges.
+-- Load the extension library so flowtrack.* settings are defined before
+-- functions name them in SET clauses.
+SELECT flowtrack.version();
 SET LOCAL ROLE flowtrack_owner;
 
 CREATE TABLE internal.jobs (
@@ -38,7 +41,7 @@ COMMENT ON FUNCTION internal.enqueue_job(text, jsonb, uuid, timestamptz, integer
 
 CREATE FUNCTION internal.claim_jobs(worker text, n integer, lease interval DEFAULT '5 minutes')
 RETURNS SETOF internal.jobs
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs j
        SET status = 'running', attempts = j.attempts + 1, locked_by = worker, locked_until = now() + lease
       FROM (SELECT id FROM internal.jobs
@@ -54,7 +57,7 @@ COMMENT ON FUNCTION internal.claim_jobs(text, integer, interval) IS
 
 CREATE FUNCTION internal.complete_job(job_id uuid, worker text, result jsonb)
 RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs
        SET status = 'succeeded', result = complete_job.result, finished_at = now(),
            locked_by = NULL, locked_until = NULL, last_error = NULL
@@ -66,7 +69,7 @@ COMMENT ON FUNCTION internal.complete_job(uuid, text, jsonb) IS
 
 CREATE FUNCTION internal.fail_job(job_id uuid, worker text, error text, retry boolean, result jsonb DEFAULT NULL)
 RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs
        SET status = CASE WHEN retry AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,
            -- Exponential backoff: 10 s, 20 s, 40 s ... capped at one hour, with 0-25% jitter.
@@ -83,7 +86,7 @@ COMMENT ON FUNCTION internal.fail_job(uuid, text, text, boolean, jsonb) IS
 
 CREATE FUNCTION internal.reap_stuck_jobs()
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     WITH reaped AS (
         UPDATE internal.jobs
            SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,

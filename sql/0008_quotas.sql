@@ -15,14 +15,13 @@ SET LOCAL ROLE flowtrack_owner;
 -- Period counters restart at zero; gauges carry over. Idempotent.
 CREATE FUNCTION internal.sync_quotas(ws uuid)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     sub record;
     p record;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     SELECT s.plan_id, s.anchor_at, pl.overage_buffer INTO sub
       FROM api.subscriptions s JOIN api.subscription_plans pl ON pl.id = s.plan_id
      WHERE s.workspace_id = ws AND s.status <> 'canceled';
@@ -137,13 +136,12 @@ COMMENT ON FUNCTION internal.check_quota(uuid, text, bigint) IS
 
 CREATE FUNCTION internal.release_quota(ws uuid, key text, amount bigint DEFAULT 1)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     now_used bigint;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     UPDATE api.usage_quotas q SET used = greatest(q.used - amount, 0), updated_at = now()
      WHERE q.workspace_id = ws AND q.quota_key = key
     RETURNING q.used INTO now_used;

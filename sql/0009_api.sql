@@ -11,8 +11,8 @@ SET LOCAL ROLE flowtrack_owner;
 -- non-membership get the same answer, so nothing leaks about other tenants.
 CREATE FUNCTION auth.check_membership()
 RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     role_claim text := flowtrack.jwt_claim('role');
     sub uuid := flowtrack.current_user_id();
@@ -38,8 +38,7 @@ BEGIN
         RAISE EXCEPTION 'JWT: workspace_id and workspace_role must be a uuid and one of owner, admin, member, viewer'
             USING ERRCODE = 'PT403', HINT = 'Sign in to the workspace again.';
     END IF;
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'viewer', true);
+    PERFORM flowtrack.act_for(ws, 'viewer');
     IF NOT EXISTS (
         SELECT 1
           FROM api.workspace_members m
@@ -60,7 +59,7 @@ COMMENT ON FUNCTION auth.check_membership() IS
 -- version may switch role (0017: API keys), which SECURITY DEFINER forbids.
 CREATE FUNCTION auth.check_request()
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, auth AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, auth, pg_temp AS $$
 BEGIN
     PERFORM auth.check_membership();
 END
@@ -103,7 +102,7 @@ COMMENT ON FUNCTION internal.require_workspace(boolean) IS 'The caller''s worksp
 
 CREATE FUNCTION api.check_quota(quota_key text, amount bigint DEFAULT 1)
 RETURNS TABLE (allowed boolean, used bigint, limit_value bigint, remaining bigint, resets_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT * FROM internal.check_quota(internal.require_workspace(), quota_key, amount)
 $$;
 COMMENT ON FUNCTION api.check_quota(text, bigint) IS
@@ -112,7 +111,7 @@ GRANT EXECUTE ON FUNCTION api.check_quota(text, bigint) TO authenticated;
 
 CREATE FUNCTION api.record_usage(quota_key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
 RETURNS TABLE (used bigint, limit_value bigint, remaining bigint, resets_at timestamptz, replayed boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
 BEGIN
@@ -148,7 +147,7 @@ COMMENT ON FUNCTION internal.lock_workflow(uuid) IS 'The caller''s workflow, row
 
 CREATE FUNCTION api.activate_workflow(workflow_id uuid)
 RETURNS api.workflows
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN
@@ -170,7 +169,7 @@ GRANT EXECUTE ON FUNCTION api.activate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.deactivate_workflow(workflow_id uuid)
 RETURNS api.workflows
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN

@@ -88,7 +88,7 @@ SELECT internal.ensure_monthly_partitions('api.lead_events'::regclass);
 -- Denormalised activity timestamps on leads, kept by statement-level
 -- triggers so a bulk import is one UPDATE per lead, not per event.
 CREATE FUNCTION internal.touch_lead_activity() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
 BEGIN
     UPDATE api.leads l
        SET last_activity_at = greatest(l.last_activity_at, e.last_at),
@@ -106,7 +106,7 @@ CREATE TRIGGER touch_activity AFTER INSERT ON api.lead_events
 
 -- Status changes are lead events too.
 CREATE FUNCTION internal.log_lead_status() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
 BEGIN
     INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload, actor_user_id)
     VALUES (NEW.workspace_id, NEW.id, 'STATUS_CHANGED',
@@ -121,7 +121,7 @@ CREATE TRIGGER log_status AFTER UPDATE OF status ON api.leads
 
 -- Leads' own JSON stays within the payload limit.
 CREATE FUNCTION internal.check_lead_payload() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp AS $$
 BEGIN
     PERFORM internal.check_payload_size('custom_fields', NEW.custom_fields);
     RETURN NEW;
@@ -142,7 +142,7 @@ GRANT INSERT (workspace_id, lead_id, event_type, source, payload) ON api.lead_ev
 -- RLS hides every workspace from the owner role, so resolving it is the job
 -- of a separate role that bypasses RLS and can do nothing else.
 CREATE FUNCTION internal.workspace_by_slug(slug text) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
     SELECT w.id FROM api.workspaces w WHERE w.slug = workspace_by_slug.slug AND w.deleted_at IS NULL
 $$;
 COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
@@ -151,8 +151,8 @@ COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
 -- The public entry point: POST /rpc/submit_form as anon.
 CREATE FUNCTION api.submit_form(workspace_slug text, form_slug text, fields jsonb, submission_id text DEFAULT NULL)
 RETURNS TABLE (submission text, accepted boolean, executions_started integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     f api.forms;
     field record;
@@ -164,6 +164,7 @@ DECLARE
     custom jsonb := fields - core;
     started integer := 0;
     wf record;
+    ws uuid;
 BEGIN
     PERFORM internal.check_payload_size('fields', fields);
     IF fields IS NULL OR jsonb_typeof(fields) <> 'object' THEN
@@ -173,10 +174,12 @@ BEGIN
     -- RLS hides every form until we act for its workspace; the slug
     -- resolver is the one function that may look across tenants. One
     -- message for an unknown workspace and an unknown form leaks nothing.
-    PERFORM set_config('flowtrack.workspace_id', coalesce(internal.workspace_by_slug(workspace_slug)::text, ''), true);
-    PERFORM set_config('flowtrack.workspace_role', 'member', true);
+    ws := internal.workspace_by_slug(workspace_slug);
+    IF ws IS NOT NULL THEN
+        PERFORM flowtrack.act_for(ws, 'member');
+    END IF;
     SELECT fo.* INTO f FROM api.forms fo
-     WHERE fo.workspace_id = flowtrack.current_workspace_id() AND fo.slug = form_slug
+     WHERE fo.workspace_id = ws AND fo.slug = form_slug
        AND fo.deleted_at IS NULL AND fo.is_active;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'form: no form "%" at "%"', form_slug, workspace_slug

@@ -77,16 +77,15 @@ GRANT SELECT ON api.webhook_deliveries TO authenticated;
 -- Outbound: fan an event out to every subscribed endpoint of the workspace,
 -- as deliveries plus jobs in the caller's transaction.
 CREATE FUNCTION internal.emit_event(ws uuid, event_type text, data jsonb) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ep record;
     job uuid;
     body jsonb;
     n integer := 0;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     FOR ep IN SELECT e.id, e.url FROM api.webhook_endpoints e
                WHERE e.workspace_id = ws AND e.is_active AND e.deleted_at IS NULL
                  AND e.events @> ARRAY[event_type] LOOP
@@ -108,7 +107,7 @@ COMMENT ON FUNCTION internal.emit_event(uuid, text, jsonb) IS
   'Queues a delivery of event_type to every active endpoint of the workspace subscribed to it. Returns how many.';
 
 CREATE FUNCTION internal.emit_lead_created() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
 BEGIN
     PERFORM internal.emit_event(n.workspace_id, 'lead.created', to_jsonb(n)) FROM new_rows n;
     RETURN NULL;
@@ -119,7 +118,7 @@ CREATE TRIGGER emit_created AFTER INSERT ON api.leads
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION internal.emit_lead_created();
 
 CREATE FUNCTION internal.emit_lead_status_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
 BEGIN
     PERFORM internal.emit_event(NEW.workspace_id, 'lead.status_changed',
                                 jsonb_build_object('lead', to_jsonb(NEW), 'from', OLD.status, 'to', NEW.status));
@@ -132,11 +131,10 @@ CREATE TRIGGER emit_status_changed AFTER UPDATE OF status ON api.leads
 
 -- The worker reports on the job; the delivery row follows it.
 CREATE FUNCTION internal.track_delivery() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', NEW.workspace_id::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(NEW.workspace_id, 'owner');
     UPDATE api.webhook_deliveries d
        SET status = CASE NEW.status WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'failed' ELSE 'retrying' END,
            attempts = NEW.attempts,
@@ -156,7 +154,7 @@ CREATE TRIGGER track_delivery AFTER UPDATE OF status ON internal.jobs
 
 -- Inbound: POST /rpc/receive_webhook as anon.
 CREATE FUNCTION internal.inbound_webhook_by_token(token text) RETURNS TABLE (id uuid, workspace_id uuid, workflow_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
     SELECT h.id, h.workspace_id, h.workflow_id FROM api.inbound_webhooks h
      WHERE h.token = inbound_webhook_by_token.token AND h.is_active
 $$;
@@ -165,8 +163,8 @@ COMMENT ON FUNCTION internal.inbound_webhook_by_token(text) IS
 
 CREATE FUNCTION api.receive_webhook(token text, payload jsonb DEFAULT '{}', event_id text DEFAULT NULL)
 RETURNS TABLE (accepted boolean, execution_id uuid, duplicate boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     hook record;
     lead_id uuid;
@@ -179,8 +177,7 @@ BEGIN
         RAISE EXCEPTION 'token: no active webhook has this token'
             USING ERRCODE = 'PT404', HINT = 'Copy the URL again from the workflow''s trigger settings.';
     END IF;
-    PERFORM set_config('flowtrack.workspace_id', hook.workspace_id::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'member', true);
+    PERFORM flowtrack.act_for(hook.workspace_id, 'member');
     UPDATE api.inbound_webhooks SET total_calls = total_calls + 1, last_called_at = now() WHERE id = hook.id;
     IF lead_email IS NOT NULL THEN
         SELECT l.id INTO lead_id FROM api.leads l

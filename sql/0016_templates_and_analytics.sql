@@ -97,7 +97,7 @@ GRANT EXECUTE ON FUNCTION api.search_templates(text, text) TO anon, authenticate
 
 CREATE FUNCTION api.create_workflow_from_template(template_slug text, name text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     t api.workflow_templates;

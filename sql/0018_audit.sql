@@ -31,8 +31,8 @@ GRANT SELECT ON api.audit_logs TO authenticated;
 -- TG_ARGV[0]: entity type; TG_ARGV[1..]: columns never copied into the log
 -- (hashes, secrets). Changes to bookkeeping columns alone are not logged.
 CREATE FUNCTION internal.audit() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     hidden text[] := TG_ARGV[1:];
     noise constant text[] := ARRAY['updated_at', 'last_used_at', 'total_executions', 'last_executed_at'];
@@ -46,8 +46,7 @@ BEGIN
     IF TG_OP = 'UPDATE' AND old_row - noise = new_row - noise THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     INSERT INTO api.audit_logs (workspace_id, actor_user_id, actor_type, api_key_id, action, entity_type, entity_id,
                                 before, after, ip_address, user_agent, request_path)
     VALUES (ws, flowtrack.current_user_id(),

@@ -21,10 +21,11 @@ CREATE TRIGGER check_email BEFORE INSERT OR UPDATE OF email ON api.leads
 
 CREATE FUNCTION api.create_workspace(name text, slug text, plan text DEFAULT 'free')
 RETURNS api.workspaces
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     me uuid := flowtrack.current_user_id();
+    new_id uuid := gen_random_uuid();
     plan_row api.subscription_plans;
     ws api.workspaces;
 BEGIN
@@ -42,11 +43,10 @@ BEGIN
         RAISE EXCEPTION 'slug: "%" is not a valid workspace address', slug
             USING ERRCODE = '23514', HINT = '3-63 lowercase letters, digits and inner hyphens, e.g. acme-studio.';
     END IF;
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(new_id, 'owner');
     BEGIN
-        PERFORM set_config('flowtrack.workspace_id', gen_random_uuid()::text, true);
         INSERT INTO api.workspaces (id, name, slug, plan_id, owner_user_id)
-        VALUES (current_setting('flowtrack.workspace_id')::uuid, create_workspace.name, create_workspace.slug, plan_row.id, me)
+        VALUES (new_id, create_workspace.name, create_workspace.slug, plan_row.id, me)
         RETURNING * INTO ws;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'slug: "%" is already taken', slug
@@ -68,7 +68,7 @@ GRANT EXECUTE ON FUNCTION api.create_workspace(text, text, text) TO authenticate
 -- webhook or this call; the id is the JWT subject.
 CREATE FUNCTION api.register_user(email text, full_name text DEFAULT NULL)
 RETURNS api.users
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     me uuid := flowtrack.current_user_id();
     u api.users;

@@ -55,7 +55,7 @@ COMMENT ON FUNCTION internal.find_workflow(uuid, boolean) IS 'The caller''s work
 
 CREATE FUNCTION api.validate_workflow(workflow_id uuid)
 RETURNS TABLE (code text, node text, edge text, message text, hint text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT v.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.validate_graph(internal.workflow_graph(w.id)::text) v
 $$;
@@ -65,7 +65,7 @@ GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)
 RETURNS TABLE (version integer, problems integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
     graph jsonb := internal.workflow_graph(w.id);
@@ -121,7 +121,7 @@ COMMENT ON FUNCTION internal.store_flow(api.workflows, jsonb) IS
 
 CREATE FUNCTION api.import_react_flow(workflow_id uuid, flow jsonb)
 RETURNS TABLE (nodes integer, edges integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN
@@ -138,7 +138,7 @@ COMMENT ON FUNCTION api.import_react_flow(uuid, jsonb) IS
 GRANT EXECUTE ON FUNCTION api.import_react_flow(uuid, jsonb) TO authenticated;
 
 CREATE FUNCTION api.export_react_flow(workflow_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT flowtrack.react_flow_join(jsonb_build_object(
         'viewport', w.viewport,
         'nodes', coalesce((SELECT jsonb_agg(to_jsonb(n)) FROM api.workflow_nodes n WHERE n.workflow_id = w.id), '[]'),
@@ -151,7 +151,7 @@ GRANT EXECUTE ON FUNCTION api.export_react_flow(uuid) TO authenticated;
 
 CREATE FUNCTION api.import_n8n(workflow jsonb, name text DEFAULT NULL)
 RETURNS TABLE (workflow_id uuid, nodes integer, problems jsonb)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     converted jsonb;
@@ -175,7 +175,7 @@ COMMENT ON FUNCTION api.import_n8n(jsonb, text) IS
 GRANT EXECUTE ON FUNCTION api.import_n8n(jsonb, text) TO authenticated;
 
 CREATE FUNCTION api.workflow_order(workflow_id uuid) RETURNS TABLE ("position" integer, node text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT o.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.topological_order(internal.workflow_graph(w.id)::text) o
 $$;
@@ -184,7 +184,7 @@ GRANT EXECUTE ON FUNCTION api.workflow_order(uuid) TO authenticated;
 
 CREATE FUNCTION api.explain_workflow(workflow_id uuid, context jsonb DEFAULT '{}')
 RETURNS TABLE (node text, node_type text, runs boolean, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT x.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.explain(internal.workflow_graph(w.id)::text, context::text) x
 $$;
@@ -194,7 +194,7 @@ GRANT EXECUTE ON FUNCTION api.explain_workflow(uuid, jsonb) TO authenticated;
 
 CREATE FUNCTION api.explain_execution(execution_id uuid)
 RETURNS TABLE (node text, node_type text, runs boolean, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT x.* FROM api.workflow_executions e
       JOIN api.workflow_versions v ON v.workflow_id = e.workflow_id AND v.version = e.version
      CROSS JOIN flowtrack.explain(v.graph::text, e.context::text) x
@@ -212,8 +212,8 @@ GRANT EXECUTE ON FUNCTION api.explain_execution(uuid) TO authenticated;
 CREATE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
                                                     idempotency_key text, lead_id uuid DEFAULT NULL,
                                                     OUT execution_id uuid, OUT created boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows;
     p jsonb := coalesce(payload, '{}');
@@ -221,8 +221,7 @@ DECLARE
     ctx jsonb;
     max_steps integer;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'idempotency_key: must be 1 to 200 characters'
             USING ERRCODE = '22023', HINT = 'Use the trigger''s own event id, e.g. the form submission id.';
@@ -281,7 +280,7 @@ COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid
 
 CREATE FUNCTION api.start_execution(workflow_id uuid, payload jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL)
 RETURNS TABLE (execution_id uuid, created boolean)
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT * FROM internal.start_execution(internal.require_workspace(true), workflow_id, 'manual', payload,
                                            coalesce(idempotency_key, gen_random_uuid()::text))
 $$;
@@ -292,22 +291,22 @@ GRANT EXECUTE ON FUNCTION api.start_execution(uuid, jsonb, text) TO authenticate
 -- Steps are reached by id from the worker and pg_cron, which act for no
 -- workspace yet: the resolver (BYPASSRLS, nothing else) tells which.
 CREATE FUNCTION internal.step_workspace(step_id uuid) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
     SELECT s.workspace_id FROM api.execution_steps s WHERE s.id = step_id
 $$;
 COMMENT ON FUNCTION internal.step_workspace(uuid) IS
   'The workspace of an execution step, or NULL. Owned by flowtrack_resolver (BYPASSRLS).';
 
 CREATE FUNCTION internal.due_steps(n integer) RETURNS TABLE (id uuid, workspace_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
     SELECT s.id, s.workspace_id FROM api.execution_steps s
      WHERE s.status = 'scheduled' AND s.run_at <= now() ORDER BY s.run_at LIMIT n
 $$;
 COMMENT ON FUNCTION internal.due_steps(integer) IS
   'Scheduled (delay) steps whose run_at has come, oldest first. Owned by flowtrack_resolver (BYPASSRLS).';
 
-CREATE FUNCTION internal.act_for_step(step_id uuid) RETURNS void
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION internal.require_step_workspace(step_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     ws uuid := internal.step_workspace(step_id);
 BEGIN
@@ -315,17 +314,16 @@ BEGIN
         RAISE EXCEPTION 'step_id: no step %', step_id
             USING ERRCODE = 'PT404', HINT = 'Pass the step_id from the job payload.';
     END IF;
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    RETURN ws;
 END
 $$;
-COMMENT ON FUNCTION internal.act_for_step(uuid) IS 'Acts for the workspace that owns the step (PT404 when there is none).';
+COMMENT ON FUNCTION internal.require_step_workspace(uuid) IS 'The workspace that owns the step (PT404 when there is none).';
 
 CREATE FUNCTION internal.complete_step(step_id uuid, output jsonb DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 BEGIN
-    PERFORM internal.act_for_step(step_id);
+    PERFORM flowtrack.act_for(internal.require_step_workspace(step_id), 'owner');
     RETURN flowtrack.complete_step(step_id, output::text);
 END
 $$;
@@ -333,10 +331,10 @@ COMMENT ON FUNCTION internal.complete_step(uuid, jsonb) IS
   'Worker-facing: a waiting step is done (job succeeded, delay over); the graph carries on from it in this transaction. Returns the execution status. 55000 when the step was already closed.';
 
 CREATE FUNCTION internal.fail_step(step_id uuid, error text) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 BEGIN
-    PERFORM internal.act_for_step(step_id);
+    PERFORM flowtrack.act_for(internal.require_step_workspace(step_id), 'owner');
     RETURN flowtrack.fail_step(step_id, coalesce(error, 'failed'));
 END
 $$;
@@ -349,13 +347,12 @@ GRANT EXECUTE ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_ste
 -- A job that carries a step id finishes its step: the worker's
 -- complete_job / fail_job (dead-lettered) continue the graph.
 CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     step uuid := (NEW.payload ->> 'step_id')::uuid;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', NEW.workspace_id::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(NEW.workspace_id, 'owner');
     IF NOT EXISTS (SELECT 1 FROM api.execution_steps s WHERE s.id = step AND s.status IN ('running', 'scheduled', 'pending')) THEN
         RETURN NULL;
     END IF;
@@ -375,15 +372,14 @@ CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
     EXECUTE FUNCTION internal.finish_step_of_job();
 
 CREATE FUNCTION internal.run_due_steps(n integer DEFAULT 1000) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
-SET flowtrack.workspace_id = '' SET flowtrack.workspace_role = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     due record;
     done integer := 0;
 BEGIN
     FOR due IN SELECT * FROM internal.due_steps(n) LOOP
-        PERFORM set_config('flowtrack.workspace_id', due.workspace_id::text, true);
-        PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+        PERFORM flowtrack.act_for(due.workspace_id, 'owner');
         PERFORM flowtrack.complete_step(due.id, jsonb_build_object('waited_until', now())::text);
         done := done + 1;
     END LOOP;

@@ -26,8 +26,6 @@ use std::ffi::CString as OwnedCString;
 
 static WORKSPACE_ID: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
-static WORKSPACE_ROLE: GucSetting<Option<OwnedCString>> =
-    GucSetting::<Option<OwnedCString>>::new(None);
 static KEY_FILE: GucSetting<Option<OwnedCString>> = GucSetting::<Option<OwnedCString>>::new(None);
 static ACTIVE_KEY_ID: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
@@ -48,10 +46,34 @@ pub fn active_key_id() -> Option<String> {
     non_empty(&ACTIVE_KEY_ID)
 }
 
-/// Define FlowTrack's own settings. The tenant overrides are user-settable on
+/// Set a GUC for the rest of the transaction, as `set_config(name, value,
+/// true)` does; a function whose header names the setting restores it on
+/// exit.
+pub fn set_local(name: &str, value: &str) {
+    let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value)) else {
+        return;
+    };
+    // SAFETY: a plain call into the GUC machinery, inside a transaction.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// Define FlowTrack's own settings. The tenant override is user-settable on
 /// purpose: SECURITY DEFINER functions owned by the non-superuser owner role
-/// scope them with `SET flowtrack.workspace_id = ''` clauses, which Postgres
-/// only allows for defined (not placeholder) user-settable parameters.
+/// scope it with a `SET flowtrack.workspace_id = ''` clause, which Postgres
+/// only allows for defined (not placeholder) user-settable parameters. Being
+/// user-settable, its value is sealed (acting.rs): one set by hand is
+/// ignored.
 ///
 /// The key settings are the opposite: superuser-only (SUSET), so only
 /// postgresql.conf, ALTER SYSTEM or a superuser session can point the
@@ -63,17 +85,9 @@ pub fn active_key_id() -> Option<String> {
 pub fn init() {
     GucRegistry::define_string_guc(
         c"flowtrack.workspace_id",
-        c"Workspace a trusted FlowTrack entry point is acting for.",
-        c"Set only inside SECURITY DEFINER functions (scoped by their SET clause); overrides the JWT workspace_id claim.",
+        c"Workspace and role a trusted FlowTrack entry point is acting for (sealed).",
+        c"Written only by flowtrack.act_for inside SECURITY DEFINER functions; a value set by hand does not verify and is ignored.",
         &WORKSPACE_ID,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"flowtrack.workspace_role",
-        c"Workspace role a trusted FlowTrack entry point is acting with.",
-        c"Set only inside SECURITY DEFINER functions; overrides the JWT workspace_role claim.",
-        &WORKSPACE_ROLE,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -5,9 +5,9 @@
 //! the verified JWT claims PostgREST puts in `request.jwt.claims`
 //! (`workspace_id`, `workspace_role`, `sub`). Trusted SECURITY DEFINER entry
 //! points that act for a tenant they resolved themselves (a public form by
-//! slug, the worker reporting a job) instead set `flowtrack.workspace_id` and
-//! `flowtrack.workspace_role` for the duration of the function; those win over
-//! the claims.
+//! slug, the worker reporting a job) instead call `flowtrack.act_for`, whose
+//! sealed override wins over the claims for the duration of the function
+//! (acting.rs); an override set by hand is ignored.
 //!
 //! Policies call the readers as `(SELECT flowtrack.current_workspace_id())` so
 //! the planner runs them once per statement as an InitPlan, not once per row.
@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use serde_json::Value;
 
+use crate::acting;
 use crate::error::raise;
 use crate::guc;
 
@@ -59,15 +60,20 @@ fn current_user_id() -> Option<pgrx::Uuid> {
 /// The workspace the caller acts in, or NULL (which matches no row).
 #[pg_extern(stable, parallel_safe)]
 fn current_workspace_id() -> Option<pgrx::Uuid> {
-    let raw = guc::get("flowtrack.workspace_id").or_else(|| claim_text("workspace_id"))?;
-    parse_uuid(&raw)
+    match acting::current() {
+        Some((ws, _)) => parse_uuid(&ws),
+        None => parse_uuid(&claim_text("workspace_id")?),
+    }
 }
 
 /// The caller's role in that workspace (owner, admin, member or viewer), or
 /// NULL when absent or not one of those.
 #[pg_extern(stable, parallel_safe)]
 fn current_workspace_role() -> Option<String> {
-    let raw = guc::get("flowtrack.workspace_role").or_else(|| claim_text("workspace_role"))?;
+    let raw = match acting::current() {
+        Some((_, role)) => role,
+        None => claim_text("workspace_role")?,
+    };
     ROLES.contains(&raw.as_str()).then_some(raw)
 }
 
@@ -184,9 +190,9 @@ COMMENT ON FUNCTION flowtrack.jwt_claim(text) IS
 COMMENT ON FUNCTION flowtrack.current_user_id() IS
   'The caller''s user id (JWT sub claim) when it is a UUID, else NULL.';
 COMMENT ON FUNCTION flowtrack.current_workspace_id() IS
-  'Workspace the caller acts in: flowtrack.workspace_id set by a trusted entry point, else the JWT workspace_id claim. Call as (SELECT ...) in policies.';
+  'Workspace the caller acts in: the sealed override of flowtrack.act_for when a trusted entry point set one, else the JWT workspace_id claim. Call as (SELECT ...) in policies.';
 COMMENT ON FUNCTION flowtrack.current_workspace_role() IS
-  'Caller''s workspace role (owner/admin/member/viewer) from flowtrack.workspace_role or the JWT workspace_role claim; NULL if absent or unknown.';
+  'Caller''s workspace role (owner/admin/member/viewer) from the sealed override of flowtrack.act_for, else the JWT workspace_role claim; NULL if absent or unknown.';
 COMMENT ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) IS
   'Installs FORCE RLS and the four standard tenant policies on a table (pass it as ''schema.table''::regclass). Idempotent.';
 "#,
@@ -246,10 +252,50 @@ mod tests {
 
     #[pg_test]
     fn trusted_override_wins_over_claims() {
-        set_claims(r#"{"workspace_id":"00000000-0000-0000-0000-000000000001"}"#);
-        Spi::run("SELECT set_config('flowtrack.workspace_id', '00000000-0000-0000-0000-000000000002', true)").unwrap();
+        set_claims(
+            r#"{"workspace_id":"00000000-0000-0000-0000-000000000001","workspace_role":"viewer"}"#,
+        );
+        Spi::run("SELECT flowtrack.act_for('00000000-0000-0000-0000-000000000002', 'member')")
+            .unwrap();
         let got = Spi::get_one::<String>("SELECT flowtrack.current_workspace_id()::text").unwrap();
         assert_eq!(got.as_deref(), Some("00000000-0000-0000-0000-000000000002"));
+        let role = Spi::get_one::<String>("SELECT flowtrack.current_workspace_role()").unwrap();
+        assert_eq!(role.as_deref(), Some("member"));
+    }
+
+    /// Issue 9: any role could set the override by hand and act as another
+    /// tenant. A hand-set value, bare or copied from a sealed one with
+    /// another workspace or role, is ignored: the claims decide.
+    #[pg_test]
+    fn a_hand_set_override_is_ignored() {
+        set_claims(
+            r#"{"workspace_id":"00000000-0000-0000-0000-000000000001","workspace_role":"viewer"}"#,
+        );
+        Spi::run("SELECT flowtrack.act_for('00000000-0000-0000-0000-000000000003', 'viewer')")
+            .unwrap();
+        let sealed =
+            Spi::get_one::<String>("SELECT current_setting('flowtrack.workspace_id')").unwrap();
+        let tag = sealed.unwrap().rsplit('/').next().unwrap().to_string();
+        for forged in [
+            "00000000-0000-0000-0000-000000000002".to_string(),
+            format!("00000000-0000-0000-0000-000000000002/viewer/{tag}"),
+            format!("00000000-0000-0000-0000-000000000003/owner/{tag}"),
+        ] {
+            Spi::run(&format!(
+                "SELECT set_config('flowtrack.workspace_id', '{forged}', true)"
+            ))
+            .unwrap();
+            let got =
+                Spi::get_one::<String>("SELECT flowtrack.current_workspace_id()::text").unwrap();
+            assert_eq!(got.as_deref(), Some("00000000-0000-0000-0000-000000000001"));
+            let role = Spi::get_one::<String>("SELECT flowtrack.current_workspace_role()").unwrap();
+            assert_eq!(role.as_deref(), Some("viewer"));
+        }
+    }
+
+    #[pg_test(error = "role: unknown workspace role \"root\"")]
+    fn act_for_refuses_unknown_roles() {
+        Spi::run("SELECT flowtrack.act_for(gen_random_uuid(), 'root')").unwrap();
     }
 
     #[pg_test]

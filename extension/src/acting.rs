@@ -1,0 +1,148 @@
+//! The sealed tenant override: how trusted SECURITY DEFINER code acts for a
+//! workspace it resolved itself (a public form by slug, the worker reporting
+//! a job, a trigger counting a tenant's rows).
+//!
+//! The override travels in the `flowtrack.workspace_id` setting, because a
+//! setting can be scoped to one function call (`SET flowtrack.workspace_id =
+//! ''` in the function's header restores it on exit, also on error). But any
+//! role can `set_config` a user-settable parameter, and an unsealed value let
+//! a SQL-level caller act as any workspace (issue 9). So the value is sealed:
+//! `<workspace uuid>/<role>/<tag>`, where the tag is an HMAC-SHA256 under a
+//! random key that exists only in this backend's memory. Only
+//! `flowtrack.act_for`, executable by the owner role alone, can produce a
+//! valid tag; the readers ignore any value whose tag does not verify.
+//!
+//! The key never leaves the backend and dies with it, so a sealed value is
+//! worthless in another session. Within a session, the header's reset keeps
+//! a sealed value from outliving the call that made it (a catalog lint in
+//! tests/tests/definer_lint.rs checks every caller of act_for has it).
+
+use std::cell::OnceCell;
+
+use hmac::{Hmac, Mac};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use sha2::Sha256;
+
+use crate::error::raise;
+use crate::guc;
+use crate::tenancy::ROLES;
+
+/// The setting that carries the sealed override.
+pub const SETTING: &str = "flowtrack.workspace_id";
+
+thread_local! {
+    /// This backend's sealing key, drawn on first use.
+    static KEY: OnceCell<[u8; 32]> = const { OnceCell::new() };
+}
+
+fn tag(workspace: &str, role: &str) -> String {
+    KEY.with(|cell| {
+        let key = cell.get_or_init(|| {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).unwrap_or_else(|e| {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "act_for: no randomness for the sealing key",
+                    Some(e.to_string()),
+                    "The operating system's random source is unavailable.",
+                )
+            });
+            k
+        });
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(workspace.as_bytes());
+        mac.update(b"/");
+        mac.update(role.as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// `ws/role/tag` for a workspace id and a role.
+fn seal(workspace: &str, role: &str) -> String {
+    format!("{workspace}/{role}/{}", tag(workspace, role))
+}
+
+/// The workspace and role of a sealed value, when its tag verifies.
+fn open(value: &str) -> Option<(String, String)> {
+    let mut parts = value.splitn(3, '/');
+    let (ws, role, got) = (parts.next()?, parts.next()?, parts.next()?);
+    if !ROLES.contains(&role) {
+        return None;
+    }
+    let want = tag(ws, role);
+    // Constant-time comparison: the tag is a secret-derived value.
+    let same = want.len() == got.len()
+        && want
+            .bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same.then(|| (ws.to_string(), role.to_string()))
+}
+
+/// The override in force, when one is set and genuine. A forged or stale
+/// value counts as no override at all (the caller then acts on its claims).
+pub fn current() -> Option<(String, String)> {
+    open(&guc::get(SETTING)?)
+}
+
+/// Act for workspace `ws` with `role` until the calling function returns.
+/// Only for SECURITY DEFINER functions whose header resets the setting
+/// (`SET flowtrack.workspace_id = ''`): without it the override would last
+/// until the end of the transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn act_for(ws: pgrx::Uuid, role: &str) {
+    if !ROLES.contains(&role) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("role: unknown workspace role \"{role}\""),
+            None,
+            "Roles are owner, admin, member and viewer.",
+        );
+    }
+    let ws = ws.to_string();
+    guc::set_local(SETTING, &seal(&ws, role));
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION flowtrack.act_for(uuid, text) IS
+  'Trusted code acts for a workspace with a role until the calling function returns (its header must SET flowtrack.workspace_id = ''''). The value is sealed with a per-backend key: set by hand it is ignored. Executable by flowtrack_owner only.';
+"#,
+    name = "comments_acting",
+    requires = [act_for]
+);
+
+#[cfg(test)]
+mod unit {
+    use super::{open, seal};
+
+    #[test]
+    fn a_sealed_value_opens_to_what_was_sealed() {
+        let ws = "7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f";
+        assert_eq!(
+            open(&seal(ws, "member")),
+            Some((ws.to_string(), "member".to_string()))
+        );
+    }
+
+    #[test]
+    fn tampering_with_any_part_breaks_the_seal() {
+        let ws = "7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f";
+        let sealed = seal(ws, "viewer");
+        let tag = sealed.rsplit('/').next().unwrap();
+        // Another workspace, a higher role, a bare id, a guessed tag.
+        assert_eq!(
+            open(&format!(
+                "00000000-0000-0000-0000-000000000002/viewer/{tag}"
+            )),
+            None
+        );
+        assert_eq!(open(&format!("{ws}/owner/{tag}")), None);
+        assert_eq!(open(ws), None);
+        assert_eq!(open(&format!("{ws}/viewer/{}", "0".repeat(32))), None);
+        assert_eq!(open(&format!("{ws}/root/{tag}")), None);
+    }
+}

@@ -1,0 +1,536 @@
+//! No role can climb (issue 9, section 1).
+//!
+//! Two halves. The catalog lint states the rules every SECURITY DEFINER
+//! function and every role must follow, for all functions at once, so a new
+//! function that forgets one fails here. The attack then does what an
+//! intruder with a database login would: shadow the catalogs and our own
+//! relations with temporary views whose rows run an "evil" function, then
+//! call every function the role may execute. Any time the evil function runs
+//! as a role other than the attacker's own, the attack climbed.
+
+use std::collections::BTreeSet;
+
+use flowtrack_tests::fixtures::{self, Populated, Tenant};
+use flowtrack_tests::{column, connect, connect_to};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+/// Roles that can log in, and the roles a login may become (PostgREST's).
+const LOGIN_ROLES: [&str; 2] = ["authenticator", "flowtrack_worker"];
+const API_ROLES: [&str; 2] = ["anon", "authenticated"];
+
+/// Superuser-owned SECURITY DEFINER functions we accept, each with the
+/// reason it must run as superuser. Empty: nothing FlowTrack ships needs it.
+/// pg_cron's own functions are checked by pg_cron, not listed here: they
+/// live in schema cron, which the lint leaves to the extension's authors.
+const SUPERUSER_DEFINERS: [(&str, &str); 0] = [];
+
+/// Schemas whose functions the lint and the attack cover.
+const OUR_SCHEMAS: &str = "'api', 'auth', 'internal', 'partitions', 'flowtrack', 'public'";
+
+#[tokio::test]
+async fn every_security_definer_pins_search_path_with_pg_temp_last() {
+    let db = connect().await;
+    let bad: Vec<String> = column(
+        &db,
+        &format!(
+            "SELECT p.oid::regprocedure::text || ' ' || coalesce(array_to_string(p.proconfig, ' '), '(no SET clause)')
+               FROM pg_catalog.pg_proc p
+              WHERE p.prosecdef AND p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                                 WHERE c LIKE 'search\\_path=%' AND c ~ '(^|[ ,=])pg_temp\"?$')
+              ORDER BY 1"
+        ),
+        &[],
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "SECURITY DEFINER functions whose search_path does not end in pg_temp:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Any function with its own search_path must list pg_temp last too: an
+/// invoker function called from a definer (a trigger, a helper) runs with
+/// the definer's rights under the search_path it sets.
+#[tokio::test]
+async fn every_pinned_search_path_ends_in_pg_temp() {
+    let db = connect().await;
+    let bad: Vec<String> = column(
+        &db,
+        &format!(
+            "SELECT p.oid::regprocedure::text || ' ' || c
+               FROM pg_catalog.pg_proc p, unnest(p.proconfig) c
+              WHERE p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                AND c LIKE 'search\\_path=%' AND c !~ '(^|[ ,=])pg_temp\"?$'
+              ORDER BY 1"
+        ),
+        &[],
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "functions with a search_path that does not end in pg_temp:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn no_security_definer_runs_as_superuser_unless_listed() {
+    let db = connect().await;
+    let found: Vec<String> = column(
+        &db,
+        &format!(
+            "SELECT p.oid::regprocedure::text
+               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+              WHERE p.prosecdef AND r.rolsuper AND p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+              ORDER BY 1"
+        ),
+        &[],
+    )
+    .await;
+    let allowed: BTreeSet<&str> = SUPERUSER_DEFINERS.iter().map(|(f, _)| *f).collect();
+    let bad: Vec<&String> = found
+        .iter()
+        .filter(|f| !allowed.contains(f.as_str()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "SECURITY DEFINER functions owned by a superuser: {bad:?}"
+    );
+}
+
+/// The tenant override is honoured only when sealed by flowtrack.act_for,
+/// and a sealed value must not outlive the call that made it: every caller
+/// of act_for resets the setting in its header. Every definer an outside
+/// role can call resets it too, so it starts from no override at all.
+#[tokio::test]
+async fn the_tenant_override_is_scoped_to_the_function_that_sets_it() {
+    let db = connect().await;
+    let unscoped_callers: Vec<String> = column(
+        &db,
+        &format!(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+              WHERE p.prosrc LIKE '%flowtrack.act_for(%'
+                AND p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                AND NOT ('flowtrack.workspace_id=' = ANY (coalesce(p.proconfig, '{{}}')))
+              ORDER BY 1"
+        ),
+        &[],
+    )
+    .await;
+    assert!(
+        unscoped_callers.is_empty(),
+        "functions that call flowtrack.act_for without SET flowtrack.workspace_id = '': {unscoped_callers:?}"
+    );
+    let unreset_entry_points: Vec<String> = column(
+        &db,
+        &format!(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+              WHERE p.prosecdef AND p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                AND EXISTS (SELECT 1 FROM unnest(ARRAY['public', 'anon', 'authenticated', 'authenticator', 'flowtrack_worker']) r
+                             WHERE CASE WHEN r = 'public' THEN EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                                                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+                                        ELSE has_function_privilege(r, p.oid, 'EXECUTE') END)
+                AND NOT ('flowtrack.workspace_id=' = ANY (coalesce(p.proconfig, '{{}}')))
+              ORDER BY 1"
+        ),
+        &[],
+    )
+    .await;
+    assert!(
+        unreset_entry_points.is_empty(),
+        "SECURITY DEFINER entry points without SET flowtrack.workspace_id = '': {unreset_entry_points:?}"
+    );
+    let act_for_callers: Vec<String> = column(
+        &db,
+        "SELECT r.rolname::text FROM pg_catalog.pg_roles r
+          WHERE has_function_privilege(r.oid, 'flowtrack.act_for(uuid, text)', 'EXECUTE')
+            AND NOT r.rolsuper ORDER BY 1",
+        &[],
+    )
+    .await;
+    assert_eq!(act_for_callers, ["flowtrack_owner"]);
+}
+
+/// PUBLIC executes nothing of ours: every function is granted to the roles
+/// that need it.
+#[tokio::test]
+async fn public_executes_no_function_of_ours() {
+    let db = connect().await;
+    let bad: Vec<String> = column(
+        &db,
+        "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+          WHERE p.pronamespace::regnamespace::text IN ('api', 'auth', 'internal', 'partitions', 'flowtrack')
+            AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                         WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+          ORDER BY 1",
+        &[],
+    )
+    .await;
+    assert!(bad.is_empty(), "functions PUBLIC may execute: {bad:?}");
+}
+
+/// No login role, and no role a login becomes, may create anything: not
+/// temporary objects (what made shadowing possible), not schemas, not
+/// objects in any schema. Default privileges give PUBLIC no EXECUTE.
+#[tokio::test]
+async fn no_role_we_hand_out_can_create_anything() {
+    let db = connect().await;
+    let mut bad = Vec::new();
+    for role in LOGIN_ROLES
+        .iter()
+        .chain(API_ROLES.iter())
+        .chain(["flowtrack_resolver"].iter())
+    {
+        let rows = db
+            .query(
+                "SELECT 'TEMP on the database' WHERE has_database_privilege($1, current_database(), 'TEMP')
+                 UNION ALL
+                 SELECT 'CREATE on the database' WHERE has_database_privilege($1, current_database(), 'CREATE')
+                 UNION ALL
+                 SELECT 'CREATE on schema ' || n.nspname FROM pg_catalog.pg_namespace n
+                  WHERE has_schema_privilege($1, n.oid, 'CREATE')",
+                &[role],
+            )
+            .await
+            .unwrap();
+        bad.extend(
+            rows.iter()
+                .map(|r| format!("{role}: {}", r.get::<_, String>(0))),
+        );
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    // Every schema a pinned search_path names is writable by its owner only.
+    let writable: Vec<String> = column(
+        &db,
+        "WITH pinned AS (
+             SELECT DISTINCT trim(both ' \"' FROM s) AS nspname
+               FROM pg_catalog.pg_proc p, unnest(p.proconfig) c,
+                    unnest(string_to_array(substr(c, length('search_path=') + 1), ',')) s
+              WHERE c LIKE 'search\\_path=%')
+         SELECT n.nspname || ': ' || r.rolname
+           FROM pinned JOIN pg_catalog.pg_namespace n USING (nspname), pg_catalog.pg_roles r
+          WHERE NOT r.rolsuper AND r.oid <> n.nspowner AND has_schema_privilege(r.oid, n.oid, 'CREATE')
+            AND r.rolname NOT LIKE 'pg\\_%'
+          ORDER BY 1",
+        &[],
+    )
+    .await;
+    assert!(
+        writable.is_empty(),
+        "roles that may create objects in a schema some search_path names: {writable:?}"
+    );
+    let defaults: Vec<String> = column(
+        &db,
+        "SELECT pg_get_userbyid(d.defaclrole)::text FROM pg_catalog.pg_default_acl d
+          WHERE d.defaclobjtype = 'f'
+            AND EXISTS (SELECT 1 FROM aclexplode(d.defaclacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')",
+        &[],
+    )
+    .await;
+    assert!(
+        defaults.is_empty(),
+        "default privileges that give PUBLIC EXECUTE: {defaults:?}"
+    );
+}
+
+/// A connection whose server notices are collected, so a NOTICE raised
+/// anywhere (even in a call that then fails and rolls back) is seen.
+async fn connect_collecting(url: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            match msg {
+                Ok(AsyncMessage::Notice(n)) => {
+                    let _ = tx.send(n.message().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (client, rx)
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        out.push(m);
+    }
+    out
+}
+
+/// The intruder's kit: `pg_temp.evil()` reports the role it runs as; a
+/// temporary view named after every catalog and every relation of ours
+/// calls it per row, and temporary domains shadow common type names. Run
+/// as the login role.
+const SHADOW: &str = r#"
+CREATE FUNCTION pg_temp.evil() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+    RAISE NOTICE 'EVIL ran as %', current_user;
+    RETURN true;
+END $f$;
+CREATE FUNCTION pg_temp.evil_value(anyelement) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+    RAISE NOTICE 'EVIL ran as %', current_user;
+    RETURN true;
+END $f$;
+DO $do$
+DECLARE
+    r record;
+BEGIN
+    -- Every column but pseudo-typed ones (pg_attribute.attmissingval), which
+    -- a view cannot have.
+    FOR r IN SELECT c.relname, n.nspname,
+                    (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype <> 'p') AS cols
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname IN ('pg_catalog', 'information_schema', 'api', 'auth', 'internal', 'partitions', 'flowtrack', 'cron', 'public')
+                AND c.relkind IN ('r', 'v', 'p', 'm', 'f')
+    LOOP
+        BEGIN
+            IF pg_catalog.has_table_privilege(pg_catalog.format('%I.%I', r.nspname, r.relname), 'SELECT') THEN
+                EXECUTE pg_catalog.format('CREATE TEMP VIEW %I AS SELECT %s FROM %I.%I WHERE pg_temp.evil()',
+                                          r.relname, r.cols, r.nspname, r.relname);
+            ELSE
+                EXECUTE pg_catalog.format('CREATE TEMP VIEW %I AS SELECT 1 AS x WHERE pg_temp.evil()', r.relname);
+            END IF;
+        EXCEPTION WHEN duplicate_table OR insufficient_privilege OR feature_not_supported THEN
+            NULL; -- one name in two schemas; a view it may not build
+        END;
+    END LOOP;
+    FOR r IN SELECT unnest(ARRAY['text', 'uuid', 'jsonb', 'json', 'timestamptz', 'numeric', 'citext', 'name']) AS t LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('CREATE DOMAIN pg_temp.%I AS pg_catalog.text CHECK (pg_temp.evil_value(VALUE))', r.t);
+        EXCEPTION WHEN duplicate_object OR insufficient_privilege THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$do$;
+"#;
+
+/// A sample value per argument type, as SQL; NULL for what we cannot guess.
+fn sample(arg_type: &str, ids: &[String; 2], pick: usize) -> String {
+    match arg_type {
+        "uuid" => format!("'{}'::uuid", ids[pick % 2]),
+        "text" | "character varying" | "citext" => "'x'".into(),
+        "jsonb" | "json" => "'{}'".into(),
+        "bigint" | "integer" | "smallint" | "numeric" => "1".into(),
+        "boolean" => "false".into(),
+        "text[]" => "'{leads:read}'".into(),
+        "timestamp with time zone" => "now()".into(),
+        "interval" => "'1 second'".into(),
+        "oid" | "regclass" => "'api.leads'::regclass".into(),
+        _ => format!("NULL::{arg_type}"),
+    }
+}
+
+/// Calls the issue's reproduction and every function the current role may
+/// execute, each in a savepoint, and returns "call: notice" for every time
+/// the evil function ran as a role not in `allowed`.
+async fn call_everything(
+    db: &Client,
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    allowed: &[&str],
+    calls_first: &[String],
+    ids: &[String; 2],
+) -> (Vec<String>, usize) {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT p.oid::regprocedure::text, p.proname::text, p.pronamespace::regnamespace::text,
+                        ARRAY(SELECT pg_catalog.format_type(t, NULL) FROM unnest(p.proargtypes) t),
+                        p.proretset
+                   FROM pg_catalog.pg_proc p
+                  WHERE p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                    AND p.prokind = 'f' AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
+                    AND p.prorettype <> 'pg_catalog.trigger'::pg_catalog.regtype
+                  ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut calls: Vec<String> = calls_first.to_vec();
+    for r in &rows {
+        let (name, schema, args): (String, String, Vec<String>) = (r.get(1), r.get(2), r.get(3));
+        for pick in 0..3 {
+            let list: Vec<String> = args
+                .iter()
+                .map(|t| {
+                    if pick == 2 {
+                        format!("NULL::{t}")
+                    } else {
+                        sample(t, ids, pick)
+                    }
+                })
+                .collect();
+            calls.push(format!(
+                "SELECT * FROM {}.{}({})",
+                quote(&schema),
+                quote(&name),
+                list.join(", ")
+            ));
+        }
+    }
+    let mut climbed = Vec::new();
+    drain(rx);
+    for call in &calls {
+        db.batch_execute("SAVEPOINT call").await.unwrap();
+        let _ = db.batch_execute(call).await;
+        db.batch_execute("ROLLBACK TO SAVEPOINT call")
+            .await
+            .unwrap();
+        for notice in drain(rx) {
+            if let Some(ran_as) = notice.strip_prefix("EVIL ran as ") {
+                if !allowed.contains(&ran_as) {
+                    climbed.push(format!("{call}: {notice}"));
+                }
+            }
+        }
+    }
+    (climbed, calls.len())
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The issue's reproduction and the calls a real intruder would try first,
+/// with real ids of the attacker's own tenant.
+fn realistic_calls(t: &Tenant, p: &Populated) -> Vec<String> {
+    vec![
+        "SELECT * FROM api.record_usage('ai_tokens', 1)".into(),
+        "SELECT * FROM api.check_quota('leads')".into(),
+        format!(
+            "SELECT * FROM api.submit_form('{}', '{}', '{{\"email\":\"x@example.com\"}}')",
+            t.slug, p.form_slug
+        ),
+        format!(
+            "SELECT * FROM api.receive_webhook('{}', '{{}}')",
+            p.inbound_token
+        ),
+        format!(
+            "SELECT * FROM api.start_execution('{}', '{{}}')",
+            p.workflow_id
+        ),
+        format!("SELECT * FROM api.activate_workflow('{}')", p.workflow_id),
+        format!("SELECT * FROM api.deactivate_workflow('{}')", p.workflow_id),
+        format!("SELECT * FROM api.validate_workflow('{}')", p.workflow_id),
+        format!("SELECT * FROM api.explain_execution('{}')", p.execution_id),
+        "SELECT * FROM api.create_api_key('k', '{leads:read}')".into(),
+        "SELECT * FROM api.create_workspace('Evil', 'evil-ws-shadow')".into(),
+        format!("SELECT * FROM api.leads WHERE id = '{}'", p.lead_id),
+        "INSERT INTO api.leads (email) VALUES ('shadow@example.com')".into(),
+        "SELECT * FROM internal.claim_jobs('w', 10)".into(),
+    ]
+}
+
+/// Section 1 of issue 9: with TEMP granted back (as if a future migration
+/// slipped), every login shadows every catalog and relation and calls
+/// everything it may; nothing may run as any other role. Runs in one
+/// superuser transaction that is rolled back, so the grant never commits.
+#[tokio::test]
+async fn shadowing_catalogs_and_relations_runs_nothing_as_another_role() {
+    let setup = connect().await;
+    let t = fixtures::tenant(&setup, "pro").await;
+    let p = fixtures::populate(&setup, &t).await;
+    let url = std::env::var("FLOWTRACK_TEST_DATABASE_URL").unwrap();
+    let mut report = Vec::new();
+    let mut total = 0;
+    for login in LOGIN_ROLES {
+        let (db, mut rx) = connect_collecting(&url).await;
+        db.batch_execute(&format!(
+            "BEGIN; SELECT set_config('search_path', 'api, public', true);
+             GRANT TEMPORARY ON DATABASE {} TO {login}; SET LOCAL ROLE {login};",
+            quote(&column::<String>(&db, "SELECT current_database()::text", &[]).await[0])
+        ))
+        .await
+        .unwrap();
+        db.batch_execute(SHADOW)
+            .await
+            .unwrap_or_else(|e| panic!("shadowing as {login}: {:?}", e.as_db_error()));
+        let becomes: Vec<&str> = if login == "authenticator" {
+            vec!["authenticator", "anon", "authenticated"]
+        } else {
+            vec![login]
+        };
+        for role in becomes {
+            let claims = if role == "authenticated" {
+                t.claims("owner").to_string()
+            } else {
+                serde_json::json!({"role": role}).to_string()
+            };
+            db.query(
+                "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                &[&role, &claims],
+            )
+            .await
+            .unwrap();
+            let ids = [t.workspace_id.to_string(), p.workflow_id.to_string()];
+            let (climbed, n) =
+                call_everything(&db, &mut rx, &[login, role], &realistic_calls(&t, &p), &ids).await;
+            total += n;
+            report.extend(
+                climbed
+                    .into_iter()
+                    .map(|c| format!("{login} as {role}: {c}")),
+            );
+            // Back to the login for the next role, as PostgREST does.
+            db.query("SELECT set_config('role', $1, true)", &[&login])
+                .await
+                .unwrap();
+        }
+        db.batch_execute("ROLLBACK").await.unwrap();
+    }
+    assert!(total > 100, "only {total} calls were tried");
+    assert!(
+        report.is_empty(),
+        "{} calls ran the intruder's code as another role:\n{}",
+        report.len(),
+        report.join("\n")
+    );
+}
+
+/// The first line of defence, on real logins: no login and no role
+/// PostgREST switches to may create a temporary object.
+#[tokio::test]
+async fn logins_cannot_create_temporary_objects() {
+    let su = std::env::var("FLOWTRACK_TEST_DATABASE_URL").unwrap();
+    let api = std::env::var("FLOWTRACK_TEST_API_DB_URL").unwrap();
+    // The worker logs in over the same socket as the superuser (trust auth
+    // there), so its URL is the superuser's with the user swapped.
+    let worker = su.replace("user=postgres", "user=flowtrack_worker");
+    assert_ne!(worker, su, "superuser URL has no user=postgres: {su}");
+    for (url, roles) in [
+        (api.as_str(), vec!["authenticator", "anon", "authenticated"]),
+        (worker.as_str(), vec!["flowtrack_worker"]),
+    ] {
+        let db = connect_to(url).await;
+        for role in roles {
+            db.batch_execute(&format!("SET ROLE {role}")).await.unwrap();
+            for ddl in [
+                "CREATE TEMP TABLE shadow (x int)",
+                "CREATE TEMP VIEW pg_trigger AS SELECT 1 AS x",
+                "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                "CREATE TABLE public.shadow (x int)",
+                "CREATE SCHEMA shadow",
+            ] {
+                let err = db
+                    .batch_execute(ddl)
+                    .await
+                    .expect_err(&format!("{role} may run {ddl}"));
+                let code = err.code().map(|c| c.code().to_string());
+                assert_eq!(code.as_deref(), Some("42501"), "{role}: {ddl}: {err}");
+            }
+            db.batch_execute("RESET ROLE").await.unwrap();
+        }
+    }
+}
