@@ -534,3 +534,59 @@ async fn logins_cannot_create_temporary_objects() {
         }
     }
 }
+
+/// What the roles that face strangers may execute, pinned: a new grant to
+/// anon or the worker must be added here on purpose (and to SECURITY.md).
+#[tokio::test]
+async fn anon_and_worker_execute_exactly_their_entry_points() {
+    let db = connect().await;
+    for (role, expected) in [
+        ("anon", ANON_EXECUTES.as_slice()),
+        ("flowtrack_worker", WORKER_EXECUTES.as_slice()),
+    ] {
+        let got: Vec<String> = column(
+            &db,
+            &format!(
+                "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                  WHERE p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
+                    AND has_function_privilege($1, p.oid, 'EXECUTE')
+                  ORDER BY 1"
+            ),
+            &[&role],
+        )
+        .await;
+        assert_eq!(got, expected, "{role} may execute");
+    }
+}
+
+/// The hook and what it calls, the public entry points, the claim readers.
+const ANON_EXECUTES: [&str; 14] = [
+    "api.receive_webhook(text,jsonb,text)",
+    "api.search_templates(text,text)",
+    "api.submit_form(text,text,jsonb,text)",
+    "auth.api_key_claims(text)",
+    "auth.check_membership()",
+    "auth.check_request()",
+    "auth.known_scopes()",
+    "auth.scopes_allow(text[],text,text)",
+    "auth.touch_api_key(uuid)",
+    "flowtrack.current_user_id()",
+    "flowtrack.current_workspace_id()",
+    "flowtrack.current_workspace_role()",
+    "flowtrack.jwt_claim(text)",
+    "flowtrack.version()",
+];
+/// The queue, the step reports, one connection's secret, the claim readers.
+const WORKER_EXECUTES: [&str; 11] = [
+    "flowtrack.current_user_id()",
+    "flowtrack.current_workspace_id()",
+    "flowtrack.current_workspace_role()",
+    "flowtrack.jwt_claim(text)",
+    "flowtrack.version()",
+    "internal.claim_jobs(text,integer,interval)",
+    "internal.complete_job(uuid,text,jsonb)",
+    "internal.complete_step(uuid,jsonb)",
+    "internal.connection_secret(uuid)",
+    "internal.fail_job(uuid,text,text,boolean,jsonb)",
+    "internal.fail_step(uuid,text)",
+];
