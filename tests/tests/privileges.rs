@@ -590,3 +590,93 @@ const WORKER_EXECUTES: [&str; 11] = [
     "internal.fail_job(uuid,text,text,boolean,jsonb)",
     "internal.fail_step(uuid,text)",
 ];
+
+/// Bodies name what they touch: every PL/pgSQL and SQL function of ours
+/// resolves all its relations, types and functions with `search_path =
+/// pg_catalog, pg_temp` alone, so no search_path, pinned or inherited, can
+/// redirect it. PL/pgSQL is checked statically by plpgsql_check (trigger
+/// functions against their table and transition tables), SQL bodies by the
+/// SQL validator. All in a transaction that is rolled back: the test cluster
+/// keeps no trace of plpgsql_check.
+#[tokio::test]
+async fn every_function_body_is_schema_qualified() {
+    let mut db = connect().await;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(
+        "CREATE EXTENSION plpgsql_check SCHEMA public;
+         DO $$
+         DECLARE r record;
+         BEGIN
+             FOR r IN SELECT p.oid::regprocedure AS f FROM pg_catalog.pg_proc p
+                       WHERE p.pronamespace::regnamespace::text IN ('api', 'auth', 'internal', 'partitions')
+                         AND p.prolang IN (SELECT oid FROM pg_catalog.pg_language WHERE lanname IN ('plpgsql', 'sql'))
+             LOOP
+                 EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', r.f);
+             END LOOP;
+         END $$;
+         SET LOCAL search_path = pg_catalog, pg_temp;",
+    )
+    .await
+    .unwrap();
+    // Only resolution failures count: a check that stops on a function's
+    // own RAISE (plpgsql_check pre-evaluates some expressions) is not one.
+    let unresolved: Vec<String> = tx
+        .query(
+            "SELECT p.oid::regprocedure::text || ' line ' || coalesce(r.lineno::text, '?') || ': ' || r.message
+               FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_language l ON l.oid = p.prolang AND l.lanname = 'plpgsql'
+               LEFT JOIN LATERAL (SELECT t.tgrelid, t.tgoldtable, t.tgnewtable FROM pg_catalog.pg_trigger t
+                                   WHERE t.tgfoid = p.oid LIMIT 1) t ON true,
+               LATERAL public.plpgsql_check_function_tb(p.oid, coalesce(t.tgrelid, 0),
+                         oldtable => t.tgoldtable, newtable => t.tgnewtable,
+                         fatal_errors => false, other_warnings => false,
+                         performance_warnings => false, extra_warnings => false) r
+              WHERE p.pronamespace::regnamespace::text IN ('api', 'auth', 'internal', 'partitions')
+                AND r.level = 'error' AND r.sqlstate IN ('42P01', '42883', '42704', '42703', '42P02', '3F000')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut failures = unresolved;
+    let sql_functions: Vec<(u32, String)> = tx
+        .query(
+            "SELECT p.oid, p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace::regnamespace::text IN ('api', 'auth', 'internal', 'partitions')
+                AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        sql_functions.len() > 10,
+        "found {} SQL functions",
+        sql_functions.len()
+    );
+    for (oid, name) in sql_functions {
+        tx.batch_execute("SAVEPOINT v").await.unwrap();
+        if let Err(e) = tx
+            .execute("SELECT pg_catalog.fmgr_sql_validator($1)", &[&oid])
+            .await
+        {
+            failures.push(format!(
+                "{name}: {}",
+                e.as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string())
+            ));
+        }
+        tx.batch_execute("ROLLBACK TO SAVEPOINT v").await.unwrap();
+    }
+    tx.rollback().await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "function bodies that need a search_path to resolve a name:\n{}",
+        failures.join("\n")
+    );
+}
