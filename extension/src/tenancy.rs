@@ -157,7 +157,7 @@ fn enable_tenant_isolation(
             )
         });
     let has_column = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
         &[tbl.into(), tenant_column.into()],
     )
     .ok()
