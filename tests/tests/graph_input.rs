@@ -275,6 +275,46 @@ async fn a_long_dangling_target_is_a_problem_not_a_refusal() {
     assert_eq!(edges(&db, id).await.len(), 1);
 }
 
+#[tokio::test]
+async fn every_real_n8n_template_imports_with_its_error_outputs() {
+    let db = connect().await;
+    let mut api = connect_authenticator().await;
+    let t = fixtures::tenant(&db, "enterprise").await;
+    let root = std::path::Path::new("/work/shared/corpus/n8n-templates");
+    let mut files: Vec<_> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("corpus missing at {}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 999);
+    let (mut error_edges, mut n8n_error_outputs) = (0, 0);
+    for f in &files {
+        let wf: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let (id, _) = import_n8n(&mut api, &t, &wf)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", f.display()));
+        // n8n's error outputs: a connection from main[k] of a node whose
+        // onError is continueErrorOutput, k past its regular outputs.
+        for n in wf["nodes"].as_array().unwrap() {
+            if n["onError"] == "continueErrorOutput" && n["type"] == "n8n-nodes-base.httpRequest" {
+                let outs = &wf["connections"][n["name"].as_str().unwrap()]["main"];
+                n8n_error_outputs += outs.get(1).and_then(Value::as_array).map_or(0, Vec::len);
+            }
+        }
+        error_edges += edges(&db, id)
+            .await
+            .iter()
+            .filter(|e| e.3.as_deref() == Some("error"))
+            .count();
+    }
+    assert!(n8n_error_outputs > 0);
+    assert!(
+        error_edges >= n8n_error_outputs,
+        "{error_edges} error edges, {n8n_error_outputs} HTTP error outputs"
+    );
+}
+
 async fn lead(db: &Client, t: &fixtures::Tenant) -> Uuid {
     db.query_one(
         "INSERT INTO api.leads (workspace_id, email) VALUES ($1, $2) RETURNING id",
