@@ -975,3 +975,39 @@ mod unit_tests {
         }
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde_json::json;
+
+    /// A 2 MiB export can hold 160,000 connections: the converter refuses
+    /// more than a graph may have instead of producing what validation
+    /// refuses later.
+    #[pg_test(error = "workflow: nodes and connections exceed the limit of 100000")]
+    fn n8n_to_flow_refuses_more_connections_than_a_graph_may_have() {
+        let targets = vec![json!({"node": "B"}); 100_000];
+        let wf = json!({"nodes": [{"name": "A"}, {"name": "B"}], "connections": {"A": {"main": [targets]}}});
+        super::n8n_to_flow(&wf.to_string());
+    }
+
+    #[pg_test]
+    fn n8n_to_flow_reports_an_id_keyed_connection() {
+        let wf = json!({"nodes": [{"name": "A", "id": "a1"}, {"name": "B", "id": "b1"}],
+                        "connections": {"a1": {"main": [[{"node": "B"}]]}}});
+        let out = Spi::get_one_with_args::<pgrx::JsonB>(
+            "SELECT flowtrack.n8n_to_flow($1)",
+            &[wf.to_string().into()],
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_ne!(out["flow"]["edges"][0]["source"], "A", "{out}");
+        let problems = out["problems"].as_array().unwrap();
+        assert!(
+            problems.iter().any(|p| p["code"] == "dangling_connection"),
+            "{out}"
+        );
+    }
+}

@@ -376,3 +376,30 @@ mod unit_tests {
         }
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde_json::json;
+
+    #[pg_test(error = "node \"a\": the id is used by more than one node")]
+    fn react_flow_split_refuses_a_repeated_node_id() {
+        let flow = json!({"nodes": [{"id": "a", "type": "TRIGGER_MANUAL"}, {"id": "a", "type": "LOGIC_DELAY"}]});
+        super::react_flow_split(&flow.to_string());
+    }
+
+    #[pg_test]
+    fn react_flow_split_counts_characters() {
+        let id = "語".repeat(67);
+        let flow = json!({"nodes": [{"id": id, "type": "TRIGGER_MANUAL"}]});
+        let rows = Spi::get_one_with_args::<pgrx::JsonB>(
+            "SELECT flowtrack.react_flow_split($1)",
+            &[flow.to_string().into()],
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(rows["nodes"][0]["node_key"], id);
+    }
+}
