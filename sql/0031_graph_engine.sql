@@ -417,6 +417,31 @@ COMMENT ON FUNCTION internal.fail_step(uuid, text) IS
 REVOKE ALL ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) TO flowtrack_worker;
 
+-- A step whose advance raised (a due delay, a finished job): the step and
+-- its execution fail with the error, so the step is not due again, the job
+-- report that finished it still commits, and nothing else waits on it.
+CREATE FUNCTION internal.fail_step_with_error(step_id uuid, sqlstate text, message text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    err jsonb := jsonb_build_object('code', 'step_error', 'sqlstate', sqlstate, 'message', message);
+    exec uuid;
+    node text;
+BEGIN
+    UPDATE api.execution_steps s
+       SET status = 'failed', error = err, completed_at = now(), attempt = s.attempt + 1
+     WHERE s.id = step_id AND s.status IN ('scheduled', 'running', 'pending')
+    RETURNING s.execution_id, s.node_key INTO exec, node;
+    UPDATE api.workflow_executions e
+       SET status = 'failed', error = err || jsonb_build_object('node', node), completed_at = now()
+     WHERE e.id = exec AND e.status IN ('queued', 'running', 'waiting');
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'step % failed (% %) and could not be marked failed (% %)',
+        step_id, sqlstate, message, SQLSTATE, SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
+  'Marks a step whose advance raised an error failed, and its execution failed with that error (code step_error, sqlstate, message, node). Used where one step''s failure must not roll back others: run_due_steps, job reports.';
+
 -- A job that carries a step id finishes its step: the worker's
 -- complete_job / fail_job (dead-lettered) continue the graph.
 CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
@@ -430,44 +455,29 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM api.execution_steps s WHERE s.id = step AND s.status IN ('running', 'scheduled', 'pending')) THEN
         RETURN NULL;
     END IF;
-    IF NEW.status = 'succeeded' THEN
-        PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
-    ELSE
-        PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
-    END IF;
+    -- A failing advance fails the step and its execution, not the job
+    -- report: otherwise the job's lease would lapse and the side effect be
+    -- performed again, forever.
+    BEGIN
+        IF NEW.status = 'succeeded' THEN
+            PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
+        ELSE
+            PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
+        END IF;
+    EXCEPTION
+        -- Transient: the worker's report fails and is retried.
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN PERFORM internal.fail_step_with_error(step, SQLSTATE, SQLERRM);
+    END;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION internal.finish_step_of_job() IS
-  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction.';
+  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction; an advance that raises fails the step and its execution (internal.fail_step_with_error) and the job report still commits.';
 CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
     FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'dead') AND OLD.status IS DISTINCT FROM NEW.status
                        AND NEW.workspace_id IS NOT NULL AND NEW.payload ? 'step_id')
     EXECUTE FUNCTION internal.finish_step_of_job();
-
--- A due step whose advance failed: the step and its execution fail with the
--- error, so the step is not due again and nothing else waits on it.
-CREATE FUNCTION internal.fail_due_step(step_id uuid, sqlstate text, message text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    err jsonb := jsonb_build_object('code', 'step_error', 'sqlstate', sqlstate, 'message', message);
-    exec uuid;
-    node text;
-BEGIN
-    UPDATE api.execution_steps s
-       SET status = 'failed', error = err, completed_at = now(), attempt = s.attempt + 1
-     WHERE s.id = step_id AND s.status = 'scheduled'
-    RETURNING s.execution_id, s.node_key INTO exec, node;
-    UPDATE api.workflow_executions e
-       SET status = 'failed', error = err || jsonb_build_object('node', node), completed_at = now()
-     WHERE e.id = exec AND e.status IN ('queued', 'running', 'waiting');
-EXCEPTION WHEN OTHERS THEN
-    RAISE WARNING 'run_due_steps: step % failed (% %) and could not be marked failed (% %)',
-        step_id, sqlstate, message, SQLSTATE, SQLERRM;
-END
-$$;
-COMMENT ON FUNCTION internal.fail_due_step(uuid, text, text) IS
-  'Marks a due delay step whose advance raised an error failed, and its execution failed with that error (code step_error, sqlstate, message, node).';
 
 CREATE FUNCTION internal.run_due_steps(n integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal
@@ -482,19 +492,21 @@ BEGIN
         -- Each step in its own subtransaction: a step whose advance fails
         -- rolls back alone and is recorded as failed; every other step (of
         -- every other tenant) in the batch still commits. A cancel or a
-        -- timeout (57014) is not caught and stops the batch.
+        -- timeout (57014), a deadlock or a serialization failure stops it.
         BEGIN
             PERFORM flowtrack.complete_step(due.id, jsonb_build_object('waited_until', now())::text);
             done := done + 1;
-        EXCEPTION WHEN OTHERS THEN
-            PERFORM internal.fail_due_step(due.id, SQLSTATE, SQLERRM);
+        EXCEPTION
+            -- Transient: the batch stops and runs again next minute.
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN PERFORM internal.fail_step_with_error(due.id, SQLSTATE, SQLERRM);
         END;
     END LOOP;
     RETURN done;
 END
 $$;
 COMMENT ON FUNCTION internal.run_due_steps(integer) IS
-  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_due_step) and the rest of the batch commits. Returns the steps completed. Run by pg_cron every minute.';
+  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Returns the steps completed. Run by pg_cron every minute.';
 
 RESET ROLE;
 GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtrack_resolver;

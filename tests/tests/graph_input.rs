@@ -456,6 +456,63 @@ async fn a_failing_due_step_fails_alone() {
 }
 
 #[tokio::test]
+async fn a_job_whose_advance_fails_is_still_reported() {
+    let db = connect().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    // The HTTP call succeeds; carrying the graph on (a lead update over the
+    // payload limit, 54000) does not. The report must still commit, or the
+    // lease lapses and the request is made again, forever.
+    let flow = json!({"nodes": [node("s", "TRIGGER_MANUAL", json!({})),
+                                node("call", "ACTION_HTTP_REQUEST", json!({"url": "https://example.com/hook"})),
+                                node("fat", "ACTION_UPDATE_LEAD", json!({"fields": {"blob": "x".repeat(70_000)}}))],
+                      "edges": [edge("e1", "s", "call"), edge("e2", "call", "fat")]});
+    let wf = active(&db, &t, &flow).await;
+    let e = start(&db, &t, wf, lead(&db, &t).await).await;
+    let job: Uuid = db
+        .query_one(
+            "UPDATE internal.jobs SET status = 'running', attempts = attempts + 1, locked_by = 'test-worker',
+                    locked_until = now() + interval '5 minutes'
+              WHERE workspace_id = $1 AND status = 'queued' RETURNING id",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let reported: Option<bool> = db
+        .query_one(
+            "SELECT internal.complete_job($1, 'test-worker', '{\"status\": 200}')",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reported, Some(true));
+    let r = db
+        .query_one(
+            "SELECT e.status, e.error, s.status, j.status FROM api.workflow_executions e
+               JOIN api.execution_steps s ON s.execution_id = e.id AND s.node_key = 'call'
+               JOIN internal.jobs j ON j.id = $2 WHERE e.id = $1",
+            &[&e, &job],
+        )
+        .await
+        .unwrap();
+    let error: Value = r.get(1);
+    assert_eq!(
+        (
+            r.get::<_, String>(0).as_str(),
+            r.get::<_, String>(2).as_str(),
+            r.get::<_, String>(3).as_str()
+        ),
+        ("failed", "failed", "succeeded")
+    );
+    assert_eq!(
+        (error["code"].as_str(), error["sqlstate"].as_str()),
+        (Some("step_error"), Some("54000")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn node_types_admit_only_executors_the_job_queue_runs() {
     let mut db = connect().await;
     let err = db
