@@ -22,8 +22,10 @@ CREATE TABLE api.workflow_executions (
     retry_count     integer NOT NULL DEFAULT 0,
     started_at      timestamptz,
     completed_at    timestamptz,
-    duration_ms     integer GENERATED ALWAYS AS
-                    ((extract(epoch FROM completed_at - started_at) * 1000)::integer) STORED,
+    -- bigint: a run that waits on delays lasts years (LOGIC_DELAY allows
+    -- 3,650 days); integer milliseconds overflow after 24.8 days.
+    duration_ms     bigint GENERATED ALWAYS AS
+                    ((extract(epoch FROM completed_at - started_at) * 1000)::bigint) STORED,
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (workflow_id, idempotency_key),
     UNIQUE (workspace_id, id),
@@ -61,8 +63,9 @@ CREATE TABLE api.execution_steps (
     error        jsonb,
     started_at   timestamptz,
     completed_at timestamptz,
-    duration_ms  integer GENERATED ALWAYS AS
-                 ((extract(epoch FROM completed_at - started_at) * 1000)::integer) STORED,
+    -- bigint, as on executions: a delay step lasts up to ten years.
+    duration_ms  bigint GENERATED ALWAYS AS
+                 ((extract(epoch FROM completed_at - started_at) * 1000)::bigint) STORED,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT execution_steps_execution_fk FOREIGN KEY (workspace_id, execution_id)
         REFERENCES api.workflow_executions (workspace_id, id) ON DELETE CASCADE

@@ -1,6 +1,8 @@
 -- The node-type registry (the graph engine reads it) and the engine's run
 -- state on executions. Built-in types come from the extension; a deployment
--- adds its own with an INSERT (executor job:<kind> for a new worker action).
+-- adds its own with an INSERT. A worker action is executor job:<kind> for a
+-- kind internal.jobs accepts (email, http_request, webhook): a new kind needs
+-- a worker handler and the kind added to both CHECKs and registry.rs.
 SELECT flowtrack.version();
 GRANT EXECUTE ON FUNCTION flowtrack.builtin_node_types() TO flowtrack_owner;
 SET LOCAL ROLE flowtrack_owner;
@@ -8,8 +10,10 @@ SET LOCAL ROLE flowtrack_owner;
 CREATE TABLE api.node_types (
     node_type     text PRIMARY KEY CHECK (node_type ~ '^[A-Z][A-Z0-9_]*$'),
     category      text NOT NULL CHECK (category IN ('trigger', 'action', 'logic')),
-    executor      text NOT NULL CHECK (executor IN ('trigger', 'condition', 'delay', 'update_lead', 'add_lead_event')
-                                       OR executor ~ '^job:[a-z_]+$'),
+    -- job:<kind> only for the kinds internal.jobs accepts: any other would
+    -- pass here and fail every execution reaching the node.
+    executor      text NOT NULL CHECK (executor IN ('trigger', 'condition', 'delay', 'update_lead', 'add_lead_event',
+                                                    'job:email', 'job:http_request', 'job:webhook')),
     description   text NOT NULL,
     config_schema jsonb NOT NULL CHECK (jsonb_typeof(config_schema) = 'object'),
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -19,7 +23,7 @@ CREATE TABLE api.node_types (
 COMMENT ON TABLE api.node_types IS
   'Registry of workflow node types: category, what the engine does on reaching one (executor), and the JSON Schema its config must match. Shared by all workspaces; read-only over the API.';
 COMMENT ON COLUMN api.node_types.executor IS
-  'trigger | condition | delay | update_lead | add_lead_event (inside the database) | job:<kind> (one internal.jobs row for the worker).';
+  'trigger | condition | delay | update_lead | add_lead_event (inside the database) | job:email, job:http_request, job:webhook (one internal.jobs row of that kind for the worker).';
 
 INSERT INTO api.node_types (node_type, category, executor, description, config_schema)
 SELECT node_type, category, executor, description, config_schema FROM flowtrack.builtin_node_types();

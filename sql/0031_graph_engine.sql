@@ -11,7 +11,7 @@ GRANT EXECUTE ON FUNCTION
     flowtrack.react_flow_split(text),
     flowtrack.react_flow_join(text),
     flowtrack.n8n_to_flow(text),
-    flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer),
+    flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer, integer),
     flowtrack.complete_step(uuid, text),
     flowtrack.fail_step(uuid, text)
 TO flowtrack_owner;
@@ -53,14 +53,55 @@ END
 $$;
 COMMENT ON FUNCTION internal.find_workflow(uuid, boolean) IS 'The caller''s workflow (PT404 otherwise); with write, refuses viewers.';
 
+-- ---------------------------------------------------------- step budget ----
+
+CREATE FUNCTION internal.step_budget(ws uuid) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT p.step_budget FROM api.workspaces w JOIN api.subscription_plans p ON p.id = w.plan_id WHERE w.id = ws
+$$;
+COMMENT ON FUNCTION internal.step_budget(uuid) IS
+  'The steps one advance of an execution may create in this workspace: its plan''s step_budget (NULL for a workspace the caller cannot see).';
+
+CREATE FUNCTION internal.max_steps(w api.workflows, budget integer) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(CASE WHEN jsonb_typeof(w.settings -> 'max_steps') = 'number'
+                         THEN CASE WHEN (w.settings ->> 'max_steps')::numeric BETWEEN 1 AND 100000
+                                   THEN floor((w.settings ->> 'max_steps')::numeric)::integer END END,
+                    least(1000, coalesce(budget, 1000)))
+$$;
+COMMENT ON FUNCTION internal.max_steps(api.workflows, integer) IS
+  'A workflow''s settings.max_steps when it is a number from 1 to 100000, else 1000 or the plan''s budget if lower. Settings change without a publish, so an ingress never fails on a bad one; validation reports it.';
+
+CREATE FUNCTION internal.settings_problems(w api.workflows)
+RETURNS TABLE (code text, node text, edge text, message text, hint text)
+LANGUAGE sql STABLE AS $$
+    WITH s AS (SELECT w.settings -> 'max_steps' AS v, internal.step_budget(w.workspace_id) AS budget),
+         t AS (SELECT s.v, s.budget,
+                      CASE WHEN jsonb_typeof(s.v) = 'number' THEN (s.v #>> '{}')::numeric END AS num FROM s)
+    SELECT 'invalid_setting', NULL, NULL,
+           format('settings.max_steps: %s is not an integer from 1 to 100000', left(t.v::text, 100)),
+           'Set settings.max_steps to a whole number of steps, or remove it (default 1000).'
+      FROM t
+     WHERE t.v IS NOT NULL AND (t.num IS NULL OR t.num NOT BETWEEN 1 AND 100000 OR t.num % 1 <> 0)
+    UNION ALL
+    SELECT 'max_steps_over_plan', NULL, NULL,
+           format('settings.max_steps: %s exceeds the %s steps per ingress the workspace''s plan allows', t.num, t.budget),
+           format('Lower settings.max_steps to at most %s, or move to a larger plan.', t.budget)
+      FROM t
+     WHERE t.num BETWEEN 1 AND 100000 AND t.num % 1 = 0 AND t.num > t.budget
+$$;
+COMMENT ON FUNCTION internal.settings_problems(api.workflows) IS
+  'Validation of a workflow''s settings, as validation problems: invalid_setting (max_steps not an integer from 1 to 100000), max_steps_over_plan (above the plan''s step_budget).';
+
 CREATE FUNCTION api.validate_workflow(workflow_id uuid)
 RETURNS TABLE (code text, node text, edge text, message text, hint text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT v.* FROM internal.find_workflow(workflow_id) w,
-           flowtrack.validate_graph(internal.workflow_graph(w.id)::text) v
+           LATERAL (SELECT * FROM flowtrack.validate_graph(internal.workflow_graph(w.id)::text)
+                    UNION ALL SELECT * FROM internal.settings_problems(w)) v
 $$;
 COMMENT ON FUNCTION api.validate_workflow(uuid) IS
-  'Every problem of the workflow''s draft graph at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge.';
+  'Every problem of the workflow''s draft graph and settings at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge, invalid_setting, max_steps_over_plan.';
 GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)
@@ -73,7 +114,8 @@ DECLARE
     n integer;
     next_version integer;
 BEGIN
-    SELECT jsonb_agg(to_jsonb(v)), count(*) INTO found, n FROM flowtrack.validate_graph(graph::text) v;
+    SELECT jsonb_agg(to_jsonb(v)), count(*) INTO found, n
+      FROM (SELECT * FROM flowtrack.validate_graph(graph::text) UNION ALL SELECT * FROM internal.settings_problems(w)) v;
     IF n > 0 THEN
         RAISE EXCEPTION 'workflow_id: workflow % has % validation problem(s); first: %', w.id, n, found -> 0 ->> 'message'
             USING ERRCODE = '23514', DETAIL = found::text,
@@ -87,7 +129,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.publish_workflow(uuid, text) IS
-  'Validates the draft graph and snapshots it as the next immutable version, which new executions run; running executions keep theirs. 400 (23514) listing every problem in the detail when validation fails.';
+  'Validates the draft graph and settings and snapshots it as the next immutable version, which new executions run; running executions keep theirs. 400 (23514) listing every problem in the detail when validation fails.';
 GRANT EXECUTE ON FUNCTION api.publish_workflow(uuid, text) TO authenticated;
 
 CREATE FUNCTION internal.store_flow(w api.workflows, flow jsonb) RETURNS integer
@@ -119,18 +161,43 @@ $$;
 COMMENT ON FUNCTION internal.store_flow(api.workflows, jsonb) IS
   'Replaces a workflow''s nodes and edges with React Flow state (lossless: unknown fields go to ui). Returns the node count.';
 
+-- One size cap for every way a graph comes in (React Flow canvases, n8n
+-- exports). Real n8n templates reach 1.2 MB, so it is larger than the form
+-- payload cap; what it bounds is the work one call may cause (every step
+-- of an import is linear in the input).
+--   ALTER DATABASE flowtrack SET flowtrack.max_import_bytes = 4194304;
+CREATE FUNCTION internal.max_import_bytes() RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('flowtrack.max_import_bytes', true), '')::integer, 2097152)
+$$;
+COMMENT ON FUNCTION internal.max_import_bytes() IS
+  'Largest graph import accepted, in bytes of JSON text (setting flowtrack.max_import_bytes, default 2 MiB); the same for every import path.';
+
+CREATE FUNCTION internal.check_import_size(field text, doc text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF octet_length(doc) > internal.max_import_bytes() THEN
+        RAISE EXCEPTION '%: % bytes exceed the import limit of % bytes', field, octet_length(doc), internal.max_import_bytes()
+            USING ERRCODE = '54000', HINT = 'Split the workflow, or raise flowtrack.max_import_bytes.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION internal.check_import_size(text, text) IS
+  'Raises 54000 (HTTP 413) naming the field when an imported graph is over internal.max_import_bytes().';
+
 CREATE FUNCTION api.import_react_flow(workflow_id uuid, flow jsonb)
 RETURNS TABLE (nodes integer, edges integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN
-    PERFORM internal.check_payload_size('flow', flow);
+    PERFORM internal.check_import_size('flow', flow::text);
     IF flow IS NULL OR jsonb_typeof(flow) <> 'object' THEN
         RAISE EXCEPTION 'flow: must be a JSON object {nodes, edges, viewport}'
             USING ERRCODE = '22023', HINT = 'Send React Flow''s toObject() output.';
     END IF;
-    RETURN QUERY SELECT internal.store_flow(w, flow), jsonb_array_length(coalesce(flow -> 'edges', '[]'));
+    RETURN QUERY SELECT internal.store_flow(w, flow),
+                        CASE WHEN jsonb_typeof(flow -> 'edges') = 'array' THEN jsonb_array_length(flow -> 'edges') ELSE 0 END;
 END
 $$;
 COMMENT ON FUNCTION api.import_react_flow(uuid, jsonb) IS
@@ -154,14 +221,16 @@ RETURNS TABLE (workflow_id uuid, nodes integer, problems jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
+    doc text := workflow::text;
     converted jsonb;
     w api.workflows;
 BEGIN
+    PERFORM internal.check_import_size('workflow', doc);
     IF workflow IS NULL OR jsonb_typeof(workflow) <> 'object' THEN
         RAISE EXCEPTION 'workflow: must be an n8n workflow export (a JSON object with nodes and connections)'
             USING ERRCODE = '22023', HINT = 'In n8n: Workflow menu, Download.';
     END IF;
-    converted := flowtrack.n8n_to_flow(workflow::text);
+    converted := flowtrack.n8n_to_flow(doc);
     INSERT INTO api.workflows (workspace_id, created_by, name, description)
     VALUES (ws, flowtrack.current_user_id(),
             left(coalesce(nullif(btrim(coalesce(import_n8n.name, workflow ->> 'name')), ''), 'Imported from n8n'), 200),
@@ -220,6 +289,7 @@ DECLARE
     lead jsonb;
     ctx jsonb;
     max_steps integer;
+    budget integer;
 BEGIN
     PERFORM flowtrack.act_for(ws, 'owner');
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
@@ -248,7 +318,8 @@ BEGIN
                                                                     THEN p -> 'fields' ELSE '{}' END);
     END IF;
     ctx := p || jsonb_build_object('trigger', p, 'lead', coalesce(lead, 'null'), 'steps', '{}'::jsonb);
-    max_steps := coalesce(nullif(w.settings ->> 'max_steps', '')::integer, 1000);
+    budget := coalesce(internal.step_budget(ws), 200);
+    max_steps := internal.max_steps(w, budget);
     INSERT INTO api.workflow_executions AS e (workspace_id, workflow_id, version, status, trigger_type, trigger_payload,
                                               context, idempotency_key, lead_id, max_steps, started_at)
     VALUES (ws, w.id, w.published_version, 'running', trigger_type, p, ctx, idempotency_key, lead_id,
@@ -264,7 +335,7 @@ BEGIN
     -- Advance the graph now, in this transaction: logic and lead updates
     -- run here, delays are scheduled, outside actions become jobs.
     PERFORM flowtrack.run_execution(execution_id, ws, w.id, w.published_version, trigger_type, ctx::text,
-                                    start_execution.lead_id, max_steps);
+                                    start_execution.lead_id, max_steps, budget);
     -- The rows every execution of a workflow (its counter) or of a workspace
     -- (its quota) updates come last, the hottest last: their locks are held
     -- from here to commit only, not across the graph walk, so concurrent
@@ -276,7 +347,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid) IS
-  'Starts (or, for a repeated idempotency_key, finds) an execution of an active workflow, pinned to its published version, and advances its graph in the same transaction. Counts one executions_per_month unit; PT429 over the plan.';
+  'Starts (or, for a repeated idempotency_key, finds) an execution of an active workflow, pinned to its published version, and advances its graph in the same transaction, creating at most the plan''s step_budget steps (beyond that the execution fails with step_budget_exceeded). Counts one executions_per_month unit; PT429 over the plan.';
 
 CREATE FUNCTION api.start_execution(workflow_id uuid, payload jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL)
 RETURNS TABLE (execution_id uuid, created boolean)
@@ -344,6 +415,31 @@ COMMENT ON FUNCTION internal.fail_step(uuid, text) IS
 REVOKE ALL ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION internal.complete_step(uuid, jsonb), internal.fail_step(uuid, text) TO flowtrack_worker;
 
+-- A step whose advance raised (a due delay, a finished job): the step and
+-- its execution fail with the error, so the step is not due again, the job
+-- report that finished it still commits, and nothing else waits on it.
+CREATE FUNCTION internal.fail_step_with_error(step_id uuid, sqlstate text, message text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    err jsonb := jsonb_build_object('code', 'step_error', 'sqlstate', sqlstate, 'message', message);
+    exec uuid;
+    node text;
+BEGIN
+    UPDATE api.execution_steps s
+       SET status = 'failed', error = err, completed_at = now(), attempt = s.attempt + 1
+     WHERE s.id = step_id AND s.status IN ('scheduled', 'running', 'pending')
+    RETURNING s.execution_id, s.node_key INTO exec, node;
+    UPDATE api.workflow_executions e
+       SET status = 'failed', error = err || jsonb_build_object('node', node), completed_at = now()
+     WHERE e.id = exec AND e.status IN ('queued', 'running', 'waiting');
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'step % failed (% %) and could not be marked failed (% %)',
+        step_id, sqlstate, message, SQLSTATE, SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
+  'Marks a step whose advance raised an error failed, and its execution failed with that error (code step_error, sqlstate, message, node). Used where one step''s failure must not roll back others: run_due_steps, job reports.';
+
 -- A job that carries a step id finishes its step: the worker's
 -- complete_job / fail_job (dead-lettered) continue the graph.
 CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
@@ -356,16 +452,25 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM api.execution_steps s WHERE s.id = step AND s.status IN ('running', 'scheduled', 'pending')) THEN
         RETURN NULL;
     END IF;
-    IF NEW.status = 'succeeded' THEN
-        PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
-    ELSE
-        PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
-    END IF;
+    -- A failing advance fails the step and its execution, not the job
+    -- report: otherwise the job's lease would lapse and the side effect be
+    -- performed again, forever.
+    BEGIN
+        IF NEW.status = 'succeeded' THEN
+            PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
+        ELSE
+            PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
+        END IF;
+    EXCEPTION
+        -- Transient: the worker's report fails and is retried.
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN PERFORM internal.fail_step_with_error(step, SQLSTATE, SQLERRM);
+    END;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION internal.finish_step_of_job() IS
-  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction.';
+  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction; an advance that raises fails the step and its execution (internal.fail_step_with_error) and the job report still commits.';
 CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
     FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'dead') AND OLD.status IS DISTINCT FROM NEW.status
                        AND NEW.workspace_id IS NOT NULL AND NEW.payload ? 'step_id')
@@ -380,14 +485,24 @@ DECLARE
 BEGIN
     FOR due IN SELECT * FROM internal.due_steps(n) LOOP
         PERFORM flowtrack.act_for(due.workspace_id, 'owner');
-        PERFORM flowtrack.complete_step(due.id, jsonb_build_object('waited_until', now())::text);
-        done := done + 1;
+        -- Each step in its own subtransaction: a step whose advance fails
+        -- rolls back alone and is recorded as failed; every other step (of
+        -- every other tenant) in the batch still commits. A cancel or a
+        -- timeout (57014), a deadlock or a serialization failure stops it.
+        BEGIN
+            PERFORM flowtrack.complete_step(due.id, jsonb_build_object('waited_until', now())::text);
+            done := done + 1;
+        EXCEPTION
+            -- Transient: the batch stops and runs again next minute.
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN PERFORM internal.fail_step_with_error(due.id, SQLSTATE, SQLERRM);
+        END;
     END LOOP;
     RETURN done;
 END
 $$;
 COMMENT ON FUNCTION internal.run_due_steps(integer) IS
-  'Completes delay steps whose run_at has come and advances their executions. Run by pg_cron every minute.';
+  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Returns the steps completed. Run by pg_cron every minute.';
 
 RESET ROLE;
 GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtrack_resolver;

@@ -14,6 +14,7 @@ mod crypto;
 mod error;
 mod graph;
 mod guc;
+mod interrupts;
 mod quota;
 mod tenancy;
 

@@ -7,6 +7,7 @@
 //! `FLOWTRACK_TEST_DATABASE_URL`.
 
 pub mod fixtures;
+pub mod graphs;
 pub mod jwt;
 
 use serde_json::Value;

@@ -12,7 +12,10 @@
 //! edges are resolved as not taken (dead-path elimination). Taking a back
 //! edge starts the next iteration of a loop: the edges inside that loop are
 //! reset and the back edge's target runs again. `max_visits` bounds how
-//! often one execution enters a node; `max_steps` bounds the whole run.
+//! often one execution enters a node; `max_steps` bounds the whole run; the
+//! plan's step budget (`api.subscription_plans.step_budget`) bounds the
+//! steps one advance (one ingress, one job report, one due delay) creates,
+//! so no single call writes more rows than the workspace's plan allows.
 //!
 //! The run state (resolved edges, visits, open steps) lives in
 //! `workflow_executions.graph_state`; steps created by one call are written
@@ -71,6 +74,16 @@ pub struct Run<'p> {
     pub state: State,
     pub step_count: i32,
     pub max_steps: i32,
+    /// Steps this advance may create (the plan's budget per ingress).
+    pub step_budget: i32,
+    /// Steps this advance has created.
+    created: i32,
+    /// Per node: its fan-in edges resolved so far and how many were taken,
+    /// kept in step with `state.edges` so that deciding a fan-in costs O(1)
+    /// instead of a scan of the node's incoming edges (which made a
+    /// 20,000-way join quadratic).
+    resolved_in: Vec<u32>,
+    taken_in: Vec<u32>,
     pub error: Option<Value>,
     pub steps: Vec<NewStep>,
     pub jobs: Vec<(String, String)>,
@@ -161,12 +174,24 @@ impl<'p> Run<'p> {
         execution: pgrx::Uuid,
         ws: pgrx::Uuid,
     ) -> Self {
+        let n = plan.g.nodes.len();
+        let (mut resolved_in, mut taken_in) = (vec![0u32; n], vec![0u32; n]);
+        for (&e, &taken) in &state.edges {
+            if let Some(t) = plan.g.edges.get(e).and_then(|e| e.to) {
+                resolved_in[t] += 1;
+                taken_in[t] += u32::from(taken);
+            }
+        }
         Run {
             plan,
             ctx,
             state,
             step_count: 0,
             max_steps: 1000,
+            step_budget: 1000,
+            created: 0,
+            resolved_in,
+            taken_in,
             error: None,
             steps: Vec::new(),
             jobs: Vec::new(),
@@ -229,6 +254,7 @@ impl<'p> Run<'p> {
 
     fn drain(&mut self, client: &mut SpiClient<'_>) {
         while let Some(w) = self.work.pop_front() {
+            crate::interrupts::check();
             match w {
                 Work::Enter(n) => self.enter(client, n),
                 Work::Finish(n, out, b) => self.finish(n, out, b),
@@ -276,6 +302,16 @@ impl<'p> Run<'p> {
                 self.max_steps
             );
             self.fail("max_steps_exceeded", Some(n), msg);
+            return;
+        }
+        self.created += 1;
+        if self.created > self.step_budget {
+            let msg = format!(
+                "node \"{}\": one advance of this execution may create at most {} steps (the step budget of the workspace's plan)",
+                self.key(n),
+                self.step_budget
+            );
+            self.fail("step_budget_exceeded", Some(n), msg);
             return;
         }
         let node = &self.plan.g.nodes[n];
@@ -457,30 +493,34 @@ impl<'p> Run<'p> {
                 if taken {
                     // Next loop iteration: forget what the loop resolved.
                     let lp = plan.looped[t];
-                    self.state.edges.retain(|&x, _| {
+                    let (resolved_in, taken_in) = (&mut self.resolved_in, &mut self.taken_in);
+                    self.state.edges.retain(|&x, &mut was_taken| {
                         let ed = &plan.g.edges[x];
-                        !(lp != 0
+                        let to = ed.to.expect("resolved");
+                        let keep = !(lp != 0
                             && plan.looped[ed.from.expect("resolved")] == lp
-                            && plan.looped[ed.to.expect("resolved")] == lp)
+                            && plan.looped[to] == lp);
+                        if !keep {
+                            resolved_in[to] -= 1;
+                            taken_in[to] -= u32::from(was_taken);
+                        }
+                        keep
                     });
                     self.work.push_back(Work::Enter(t));
                 }
                 continue;
             }
-            self.state.edges.insert(e, taken);
-            let fan_in = &plan.fwd_in[t];
-            let mut any = false;
-            let mut all = true;
-            for x in fan_in {
-                match self.state.edges.get(x) {
-                    Some(true) => any = true,
-                    Some(false) => {}
-                    None => {
-                        all = false;
-                        break;
-                    }
+            match self.state.edges.insert(e, taken) {
+                None => {
+                    self.resolved_in[t] += 1;
+                    self.taken_in[t] += u32::from(taken);
+                }
+                Some(was) => {
+                    self.taken_in[t] = self.taken_in[t] + u32::from(taken) - u32::from(was);
                 }
             }
+            let all = self.resolved_in[t] as usize == plan.fwd_in[t].len();
+            let any = self.taken_in[t] > 0;
             if all {
                 self.work
                     .push_back(if any { Work::Enter(t) } else { Work::Kill(t) });
@@ -607,6 +647,7 @@ fn run_execution(
     context: &str,
     lead_id: Option<pgrx::Uuid>,
     max_steps: default!(i32, 1000),
+    step_budget: default!(i32, 1000),
 ) -> &'static str {
     Spi::connect_mut(|client| {
         let plan = plan::for_version(client, workflow_id, version);
@@ -615,6 +656,7 @@ fn run_execution(
         let starts = start_nodes(&plan, trigger_type, &trigger);
         let mut run = Run::new(&plan, ctx, State::default(), execution_id, workspace_id);
         run.max_steps = max_steps;
+        run.step_budget = step_budget;
         run.lead_id = lead_id;
         run.start(client, &starts);
         run.flush(client)
@@ -624,7 +666,9 @@ fn run_execution(
 const LOAD_STEP: &str =
     "SELECT s.node_key, s.status, e.id::text, e.workspace_id::text, e.workflow_id::text,
         e.version::text, e.status, e.context::text, e.graph_state::text, e.step_count::text,
-        e.max_steps::text, e.lead_id::text
+        e.max_steps::text, e.lead_id::text,
+        (SELECT p.step_budget::text FROM api.workspaces w
+           JOIN api.subscription_plans p ON p.id = w.plan_id WHERE w.id = e.workspace_id)
    FROM api.execution_steps s
    JOIN api.workflow_executions e ON e.id = s.execution_id AND e.workspace_id = s.workspace_id
   WHERE s.id = $1
@@ -643,7 +687,7 @@ fn uuid_of(s: &str) -> pgrx::Uuid {
 /// it, and carry the graph on. Returns the execution's status.
 pub fn close_step(step_id: pgrx::Uuid, output: Value, failed: bool) -> String {
     Spi::connect_mut(|client| {
-        let row = spi::rows(client, LOAD_STEP, &[step_id.into()], 12)
+        let row = spi::rows(client, LOAD_STEP, &[step_id.into()], 13)
             .into_iter()
             .next()
             .unwrap_or_else(|| {
@@ -701,6 +745,7 @@ pub fn close_step(step_id: pgrx::Uuid, output: Value, failed: bool) -> String {
         );
         run.step_count = col(9).parse().unwrap_or(0);
         run.max_steps = col(10).parse().unwrap_or(1000);
+        run.step_budget = col(12).parse().unwrap_or(1000);
         run.lead_id = row[11].as_deref().map(uuid_of);
         let branch = if failed { Branch::Failed } else { Branch::Done };
         let output = if failed {
@@ -729,8 +774,8 @@ fn fail_step(step_id: pgrx::Uuid, error: &str) -> String {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer) IS
-  'Graph engine: runs a new execution of a published version as far as the database can (triggers, conditions, lead updates), schedules delays and queues one job per outside action. Returns completed, waiting or failed.';
+COMMENT ON FUNCTION flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer, integer) IS
+  'Graph engine: runs a new execution of a published version as far as the database can (triggers, conditions, lead updates), schedules delays and queues one job per outside action; creates at most step_budget steps (the plan''s budget per ingress), else fails the execution with step_budget_exceeded. Returns completed, waiting or failed.';
 COMMENT ON FUNCTION flowtrack.complete_step(uuid, text) IS
   'Graph engine: completes a waiting step (job done, delay over) with its output and advances the execution.';
 COMMENT ON FUNCTION flowtrack.fail_step(uuid, text) IS

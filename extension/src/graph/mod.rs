@@ -3,6 +3,8 @@
 //! import/export, and advancing executions inside the database.
 
 pub mod analysis;
+#[cfg(test)]
+pub mod arbitrary;
 pub mod condition;
 pub mod engine;
 pub mod model;

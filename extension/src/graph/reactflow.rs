@@ -6,6 +6,8 @@
 //! fields were absent (or had a shape the column cannot hold, in which case
 //! the original stays in `ui`), so export rebuilds exactly what came in.
 
+use std::collections::HashSet;
+
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use serde_json::{json, Map, Value};
@@ -13,13 +15,28 @@ use serde_json::{json, Map, Value};
 use crate::error::raise;
 use crate::graph::model::parse_json;
 
-fn bad(what: String, hint: &str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        what,
-        None,
-        hint,
-    )
+/// Canvas state the table cannot hold: 22023 with this message and hint.
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub message: String,
+    pub hint: &'static str,
+}
+
+fn bad<T>(message: String, hint: &'static str) -> Result<T, Refusal> {
+    Err(Refusal { message, hint })
+}
+
+/// Longest node id / edge id / endpoint, in characters: what the columns'
+/// `length(...) BETWEEN 1 AND 200` checks count (not bytes: 67 CJK
+/// characters are 201 bytes and still a valid id).
+const MAX_KEY: usize = 200;
+
+/// A non-empty string of at most [`MAX_KEY`] characters.
+fn key(v: Option<&Value>) -> Option<&str> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().nth(MAX_KEY).is_none() => Some(s),
+        _ => None,
+    }
 }
 
 fn is_type_name(s: &str) -> bool {
@@ -28,29 +45,29 @@ fn is_type_name(s: &str) -> bool {
         && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
 }
 
-fn split_node(i: usize, n: &Value) -> Value {
+fn split_node(i: usize, n: &Value) -> Result<Value, Refusal> {
     let Some(obj) = n.as_object() else {
-        bad(
+        return bad(
             format!("nodes[{i}]: must be an object"),
             "Send React Flow's toObject() output.",
-        )
+        );
     };
-    let id = match obj.get("id") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s.clone(),
-        _ => bad(
-            format!("nodes[{i}]: id must be a string of 1 to 200 characters"),
+    let Some(id) = key(obj.get("id")).map(str::to_string) else {
+        return bad(
+            format!("nodes[{i}]: id must be a string of 1 to {MAX_KEY} characters"),
             "Every React Flow node has a string id.",
-        ),
+        );
     };
     let ntype = match obj.get("type") {
         Some(Value::String(s)) if is_type_name(s) => s.clone(),
-        other => bad(
-            format!(
-                "node \"{id}\": type {} is not a FlowTrack node type",
-                other.map_or("(missing)".into(), Value::to_string)
-            ),
-            "Use an UPPER_SNAKE type from api.node_types, e.g. ACTION_SEND_EMAIL.",
-        ),
+        other => {
+            let shown = other.map_or("(missing)".into(), Value::to_string);
+            let shown: String = shown.chars().take(100).collect();
+            return bad(
+                format!("node \"{id}\": type {shown} is not a FlowTrack node type"),
+                "Use an UPPER_SNAKE type from api.node_types, e.g. ACTION_SEND_EMAIL.",
+            );
+        }
     };
     let mut ui: Map<String, Value> = obj.clone();
     ui.remove("id");
@@ -92,27 +109,30 @@ fn split_node(i: usize, n: &Value) -> Value {
         None => absent.extend(["data", "data.label", "data.config"]),
     }
     ui.insert("$rf".into(), json!({"i": i, "absent": absent}));
-    json!({"node_key": id, "node_type": ntype, "label": label, "config": config, "position": position, "ui": ui})
+    Ok(
+        json!({"node_key": id, "node_type": ntype, "label": label, "config": config, "position": position, "ui": ui}),
+    )
 }
 
-fn split_edge(i: usize, e: &Value) -> Value {
+fn split_edge(i: usize, e: &Value) -> Result<Value, Refusal> {
     let Some(obj) = e.as_object() else {
-        bad(
+        return bad(
             format!("edges[{i}]: must be an object"),
             "Send React Flow's toObject() output.",
-        )
+        );
     };
-    let text = |k: &str| match obj.get(k) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s.clone(),
-        _ => bad(
-            format!(
-                "edges[{i}] ({}): {k} must be a string of 1 to 200 characters",
-                obj.get("id").map_or("no id".into(), Value::to_string)
-            ),
-            "Every React Flow edge has string id, source and target.",
-        ),
+    let text = |k: &str| match key(obj.get(k)) {
+        Some(s) => Ok(s.to_string()),
+        None => {
+            let id = obj.get("id").map_or("no id".into(), Value::to_string);
+            let id: String = id.chars().take(100).collect();
+            bad(
+                format!("edges[{i}] ({id}): {k} must be a string of 1 to {MAX_KEY} characters"),
+                "Every React Flow edge has string id, source and target.",
+            )
+        }
     };
-    let (id, source, target) = (text("id"), text("source"), text("target"));
+    let (id, source, target) = (text("id")?, text("source")?, text("target")?);
     let mut ui = obj.clone();
     for k in ["id", "source", "target"] {
         ui.remove(k);
@@ -146,33 +166,72 @@ fn split_edge(i: usize, e: &Value) -> Value {
     cols.insert("source_key".into(), Value::String(source));
     cols.insert("target_key".into(), Value::String(target));
     cols.insert("ui".into(), Value::Object(ui));
-    Value::Object(cols)
+    Ok(Value::Object(cols))
 }
 
-/// Canvas state to rows: {nodes: [...], edges: [...], viewport}.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn react_flow_split(flow: &str) -> pgrx::JsonB {
-    let v = parse_json("flow", flow);
+/// Canvas state to rows: {nodes: [...], edges: [...], viewport}, or why
+/// the tables cannot hold it (naming the node or edge). Ids must be unique,
+/// as the tables' keys are: a duplicate is refused here rather than by a
+/// unique index whose error would name the constraint.
+pub fn split(v: &Value) -> Result<Value, Refusal> {
+    let empty = Vec::new();
     let list = |k: &str| match v.get(k) {
-        Some(Value::Array(a)) => a.clone(),
-        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => Ok(a),
+        None | Some(Value::Null) => Ok(&empty),
         Some(_) => bad(
             format!("flow.{k}: must be an array"),
             "Send React Flow's toObject() output.",
         ),
     };
-    let nodes: Vec<Value> = list("nodes")
-        .iter()
-        .enumerate()
-        .map(|(i, n)| split_node(i, n))
-        .collect();
-    let edges: Vec<Value> = list("edges")
-        .iter()
-        .enumerate()
-        .map(|(i, e)| split_edge(i, e))
-        .collect();
+    let (nodes_in, edges_in) = (list("nodes")?, list("edges")?);
+    let mut seen = HashSet::new();
+    let mut nodes = Vec::with_capacity(nodes_in.len());
+    for (i, n) in nodes_in.iter().enumerate() {
+        crate::interrupts::check();
+        let row = split_node(i, n)?;
+        if !seen.insert(row["node_key"].as_str().unwrap_or_default().to_string()) {
+            return bad(
+                format!(
+                    "node {}: the id is used by more than one node",
+                    row["node_key"]
+                ),
+                "Give every node a unique id.",
+            );
+        }
+        nodes.push(row);
+    }
+    seen.clear();
+    let mut edges = Vec::with_capacity(edges_in.len());
+    for (i, e) in edges_in.iter().enumerate() {
+        crate::interrupts::check();
+        let row = split_edge(i, e)?;
+        if !seen.insert(row["edge_key"].as_str().unwrap_or_default().to_string()) {
+            return bad(
+                format!(
+                    "edge {}: the id is used by more than one edge",
+                    row["edge_key"]
+                ),
+                "Give every edge a unique id.",
+            );
+        }
+        edges.push(row);
+    }
     let viewport = v.get("viewport").cloned().unwrap_or(Value::Null);
-    pgrx::JsonB(json!({"nodes": nodes, "edges": edges, "viewport": viewport}))
+    Ok(json!({"nodes": nodes, "edges": edges, "viewport": viewport}))
+}
+
+/// Canvas state to rows; 22023 naming the node or edge the tables cannot hold.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn react_flow_split(flow: &str) -> pgrx::JsonB {
+    match split(&parse_json("flow", flow)) {
+        Ok(rows) => pgrx::JsonB(rows),
+        Err(Refusal { message, hint }) => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            message,
+            None,
+            hint,
+        ),
+    }
 }
 
 /// A stored row's `ui` object without its `$rf` bookkeeping, and the keys
@@ -266,3 +325,81 @@ COMMENT ON FUNCTION flowtrack.react_flow_join(text) IS
     name = "comments_reactflow",
     requires = [react_flow_split, react_flow_join]
 );
+
+#[cfg(test)]
+mod unit_tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::split;
+    use crate::graph::arbitrary;
+
+    fn flow(id: &str) -> serde_json::Value {
+        json!({"nodes": [{"id": id, "type": "TRIGGER_MANUAL", "position": {"x": 0, "y": 0}}],
+               "edges": [{"id": id, "source": id, "target": id}]})
+    }
+
+    #[test]
+    fn ids_are_counted_in_characters() {
+        let cjk = "語".repeat(67); // 201 bytes
+        split(&flow(&cjk)).expect("67 characters fit");
+        split(&flow(&"語".repeat(200))).expect("200 characters fit");
+        let err = split(&flow(&"語".repeat(201))).unwrap_err();
+        assert!(err.message.contains("1 to 200 characters"), "{err:?}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused_naming_the_id() {
+        let dup = json!({"nodes": [{"id": "a", "type": "TRIGGER_MANUAL"}, {"id": "a", "type": "LOGIC_CONDITION"}]});
+        let err = split(&dup).unwrap_err();
+        assert!(err.message.starts_with("node \"a\""), "{err:?}");
+        let dup = json!({"edges": [{"id": "e", "source": "a", "target": "b"}, {"id": "e", "source": "b", "target": "a"}]});
+        let err = split(&dup).unwrap_err();
+        assert!(err.message.starts_with("edge \"e\""), "{err:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any JSON is split into rows or refused with a message; rows have
+        /// unique keys of 1 to 200 characters, as the tables require.
+        #[test]
+        fn any_json_splits_or_is_refused(v in arbitrary::json()) {
+            if let Ok(rows) = split(&v) {
+                for (list, k) in [("nodes", "node_key"), ("edges", "edge_key")] {
+                    let keys: Vec<&str> = rows[list].as_array().unwrap().iter().map(|r| r[k].as_str().unwrap()).collect();
+                    let unique: std::collections::HashSet<&&str> = keys.iter().collect();
+                    prop_assert_eq!(unique.len(), keys.len());
+                    prop_assert!(keys.iter().all(|k| (1..=200).contains(&k.chars().count())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde_json::json;
+
+    #[pg_test(error = "node \"a\": the id is used by more than one node")]
+    fn react_flow_split_refuses_a_repeated_node_id() {
+        let flow = json!({"nodes": [{"id": "a", "type": "TRIGGER_MANUAL"}, {"id": "a", "type": "LOGIC_DELAY"}]});
+        super::react_flow_split(&flow.to_string());
+    }
+
+    #[pg_test]
+    fn react_flow_split_counts_characters() {
+        let id = "語".repeat(67);
+        let flow = json!({"nodes": [{"id": id, "type": "TRIGGER_MANUAL"}]});
+        let rows = Spi::get_one_with_args::<pgrx::JsonB>(
+            "SELECT flowtrack.react_flow_split($1)",
+            &[flow.to_string().into()],
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(rows["nodes"][0]["node_key"], id);
+    }
+}

@@ -3,8 +3,11 @@
 //!
 //! The built-in types are defined here and copied into `api.node_types` by
 //! migration 0030; the table is the registry the engine reads, so a
-//! deployment extends it with an INSERT (a new action that the worker
-//! performs is a row with executor `job:<kind>`).
+//! deployment extends it with an INSERT. An action the worker performs is a
+//! row with executor `job:<kind>`, where kind is one the job queue accepts
+//! ([`JOB_KINDS`], the same list as `internal.jobs.kind`'s CHECK and
+//! `api.node_types.executor`'s): a new kind of outside action needs a worker
+//! handler and all three lists, not just a registry row.
 
 use std::collections::HashMap;
 
@@ -31,6 +34,9 @@ pub enum Executor {
     Job(String),
 }
 
+/// The kinds of `internal.jobs` rows the worker performs (its CHECK).
+pub const JOB_KINDS: &[&str] = &["email", "http_request", "webhook"];
+
 impl Executor {
     pub fn parse(s: &str) -> Option<Executor> {
         Some(match s {
@@ -39,7 +45,10 @@ impl Executor {
             "delay" => Executor::Delay,
             "update_lead" => Executor::UpdateLead,
             "add_lead_event" => Executor::AddLeadEvent,
-            _ => Executor::Job(s.strip_prefix("job:")?.to_string()),
+            _ => {
+                let kind = s.strip_prefix("job:")?;
+                Executor::Job(JOB_KINDS.contains(&kind).then(|| kind.to_string())?)
+            }
         })
     }
 }
@@ -114,9 +123,10 @@ pub fn builtins() -> Vec<(
 
 const LOAD: &str = "SELECT node_type, executor, config_schema::text FROM api.node_types";
 
-/// The registry as stored in `api.node_types`.
-pub fn load(client: &mut SpiClient<'_>) -> Registry {
-    let rows = spi::rows(client, LOAD, &[], 3);
+/// The registry as stored in `api.node_types` (a read-only query: STABLE
+/// callers such as validation may load it).
+pub fn load(client: &SpiClient<'_>) -> Registry {
+    let rows = spi::read(client, LOAD, &[], 3);
     rows.into_iter()
         .filter_map(|r| {
             let mut it = r.into_iter();

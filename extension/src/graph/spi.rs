@@ -28,6 +28,22 @@ fn failed(sql: &str, e: impl std::fmt::Display) -> ! {
     )
 }
 
+fn collect(
+    sql: &str,
+    table: pgrx::spi::SpiTupleTable<'_>,
+    ncols: usize,
+) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::with_capacity(table.len());
+    for row in table {
+        let mut cols = Vec::with_capacity(ncols);
+        for i in 1..=ncols {
+            cols.push(row.get::<String>(i).unwrap_or_else(|e| failed(sql, e)));
+        }
+        out.push(cols);
+    }
+    out
+}
+
 /// Run `sql` (kept plan) and return up to `ncols` text columns of each row.
 pub fn rows(
     client: &mut SpiClient<'_>,
@@ -47,15 +63,36 @@ pub fn rows(
         let table = client
             .update(&plans[sql], None, args)
             .unwrap_or_else(|e| failed(sql, e));
-        let mut out = Vec::with_capacity(table.len());
-        for row in table {
-            let mut cols = Vec::with_capacity(ncols);
-            for i in 1..=ncols {
-                cols.push(row.get::<String>(i).unwrap_or_else(|e| failed(sql, e)));
-            }
-            out.push(cols);
+        collect(sql, table, ncols)
+    })
+}
+
+thread_local! {
+    static READ_PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Run a read-only `sql` (kept plan) as a read-only SPI query: unlike
+/// [`rows`], it takes no transaction id and sees the calling statement's
+/// snapshot, so a STABLE function may use it.
+pub fn read(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    args: &[Param<'_>],
+    ncols: usize,
+) -> Vec<Vec<Option<String>>> {
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    READ_PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(sql) {
+            let plan = client
+                .prepare(sql, &types)
+                .unwrap_or_else(|e| failed(sql, e));
+            plans.insert(sql, plan.keep());
         }
-        out
+        let table = client
+            .select(&plans[sql], None, args)
+            .unwrap_or_else(|e| failed(sql, e));
+        collect(sql, table, ncols)
     })
 }
 
