@@ -64,6 +64,25 @@ CREATE EXTENSION IF NOT EXISTS flowtrack;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 CREATE EXTENSION IF NOT EXISTS citext;
 
+-- citext's functions are its type's I/O and operators (the ~ behind every
+-- email and slug CHECK, =, comparisons). Made under the default above, they
+-- are the superuser's alone, and every write of an email by any other role
+-- failed with 42501. The roles that evaluate citext get them: the owner
+-- (SECURITY DEFINER functions and triggers) and authenticated (PostgREST's
+-- own reads and writes). Not anon, nor the worker: they reach citext columns
+-- only through the owner's functions.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT d.objid::regprocedure FROM pg_catalog.pg_depend d
+              WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'citext') LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticated, flowtrack_owner', f);
+    END LOOP;
+END
+$$;
+
 -- Policies call the tenancy readers as the requesting role.
 GRANT USAGE ON SCHEMA flowtrack TO anon, authenticated, flowtrack_worker, flowtrack_owner;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA flowtrack FROM PUBLIC;

@@ -130,7 +130,13 @@ CREATE TABLE api.workspace_members (
 );
 CREATE INDEX workspace_members_user_id ON api.workspace_members (user_id);
 CREATE INDEX workspace_members_invited_by ON api.workspace_members (invited_by);
-CREATE UNIQUE INDEX workspace_members_one_owner ON api.workspace_members (workspace_id) WHERE role = 'owner';
+-- One owner per workspace. The index is keyed on (workspace_id, role), not on
+-- workspace_id alone, although role is always 'owner' in it: API servers read
+-- a unique index over exactly a foreign key's columns as "one member per
+-- workspace" (postrust 3.1.0 ignores the WHERE), and then embed
+-- /workspaces?select=*,workspace_members(*) as a single row, a 500 with
+-- 21000 ("more than one row returned by a subquery") under db-max-rows.
+CREATE UNIQUE INDEX workspace_members_one_owner ON api.workspace_members (workspace_id, role) WHERE role = 'owner';
 COMMENT ON TABLE api.workspace_members IS 'Who belongs to a workspace and as what: owner (one), admin, member or viewer.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workspace_members FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 

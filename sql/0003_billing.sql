@@ -20,7 +20,11 @@ CREATE TABLE api.subscriptions (
     updated_at             timestamptz NOT NULL DEFAULT now(),
     CHECK (current_period_end > current_period_start)
 );
-CREATE UNIQUE INDEX subscriptions_one_live ON api.subscriptions (workspace_id) WHERE status <> 'canceled';
+-- One live subscription per workspace. The second key column is constant
+-- (true) under the WHERE; it is there so the index is not keyed on exactly
+-- the foreign key's columns, which API servers read as a one-to-one
+-- relationship (see workspace_members_one_owner in 0002).
+CREATE UNIQUE INDEX subscriptions_one_live ON api.subscriptions (workspace_id, (status <> 'canceled')) WHERE status <> 'canceled';
 CREATE INDEX subscriptions_workspace_id ON api.subscriptions (workspace_id);
 CREATE INDEX subscriptions_plan_id ON api.subscriptions (plan_id);
 CREATE INDEX subscriptions_period_end ON api.subscriptions (current_period_end) WHERE status <> 'canceled';

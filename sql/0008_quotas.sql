@@ -88,11 +88,31 @@ END
 $$;
 COMMENT ON FUNCTION internal.roll_over_quotas() IS 'Rolls every workspace whose period ended (pg_cron, every minute). Returns how many.';
 
-CREATE FUNCTION internal.quota_refusal(key text, amount bigint, used bigint, limit_value bigint,
+-- Usage figures are the workspace's business. Behind the API (a session of
+-- PostgREST's authenticator) only a token for this very workspace sees them;
+-- anonymous callers and members of other workspaces reach a workspace's
+-- quotas through its public form or webhook, and must not learn its plan or
+-- usage from a refusal. Database logins (the worker, pg_cron, operators) act
+-- for FlowTrack itself. The raw claim is read, not current_workspace_id():
+-- a public entry point acts for the workspace it serves, so the override
+-- would name this workspace for every caller.
+CREATE FUNCTION internal.sees_usage_of(ws uuid) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT session_user::text <> 'authenticator'
+        OR coalesce(lower(flowtrack.jwt_claim('workspace_id')) = ws::text, false)
+$$;
+COMMENT ON FUNCTION internal.sees_usage_of(uuid) IS
+  'Whether the caller may see workspace ws''s plan limits and usage: a database login, or an API request whose token names ws. Decides what a PT429 says.';
+
+CREATE FUNCTION internal.quota_refusal(ws uuid, key text, amount bigint, used bigint, limit_value bigint,
                                        hard_limit bigint, resets_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT internal.sees_usage_of(ws) THEN
+        RAISE EXCEPTION 'too many requests for this workspace'
+            USING ERRCODE = 'PT429', HINT = 'Try again later.';
+    END IF;
     RAISE EXCEPTION 'quota exceeded: % (used %, limit %)', key, used, limit_value
         USING ERRCODE = 'PT429',
               DETAIL = json_build_object('key', key, 'limit', limit_value, 'hard_limit', hard_limit,
@@ -100,8 +120,8 @@ BEGIN
               HINT = 'Upgrade the plan, or wait until resets_at for per-period quotas.';
 END
 $$;
-COMMENT ON FUNCTION internal.quota_refusal(text, bigint, bigint, bigint, bigint, timestamptz) IS
-  'Raises PT429 (HTTP 429) with JSON detail: key, limit, hard_limit, used, requested, resets_at (NULL for gauges).';
+COMMENT ON FUNCTION internal.quota_refusal(uuid, text, bigint, bigint, bigint, bigint, timestamptz) IS
+  'Raises PT429 (HTTP 429). For callers internal.sees_usage_of(ws) admits: the key and numbers in the message and a JSON detail (key, limit, hard_limit, used, requested, resets_at; NULL resets_at for gauges). For anyone else (anonymous, other workspaces): a generic message, no detail.';
 
 -- The check-and-count itself is flowtrack.consume_quota (Rust: the quota row
 -- locked and rewritten and the usage event appended without the executor, or
@@ -117,13 +137,13 @@ BEGIN
     -- and returns it as it is: three statements per call.
     r := flowtrack.consume_quota(ws, key, amount, idempotency_key);
     IF r.outcome = 'refused' THEN
-        PERFORM internal.quota_refusal(key, amount, r.used, r.limit_value, r.hard_limit, r.resets_at);
+        PERFORM internal.quota_refusal(ws, key, amount, r.used, r.limit_value, r.hard_limit, r.resets_at);
     END IF;
     RETURN r;
 END
 $$;
 COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS
-  'Atomically counts amount against a workspace quota (flowtrack.consume_quota): used never exceeds hard_limit; the same idempotency_key counts once; the first crossing of 100% is recorded once per period. Raises PT429 (HTTP 429) with JSON detail when refused.';
+  'Atomically counts amount against a workspace quota (flowtrack.consume_quota): used never exceeds hard_limit; the same idempotency_key counts once; the first crossing of 100% is recorded once per period. Raises PT429 (HTTP 429) when refused, with JSON detail for callers of the workspace (internal.quota_refusal).';
 
 CREATE FUNCTION internal.check_quota(ws uuid, key text, amount bigint DEFAULT 1,
                                      OUT allowed boolean, OUT used bigint, OUT limit_value bigint,

@@ -49,6 +49,28 @@ $$;
 COMMENT ON FUNCTION internal.adjust_leads_quota(uuid, bigint) IS
   'Moves the leads gauge by delta; growth over the plan raises PT429 and aborts the statement.';
 
+-- Deleted means deleted now. The leads gauge counts rows whose deleted_at
+-- is NULL, so a lead inserted (or updated) with a deleted_at in the future
+-- would sit uncounted while a client could still read it as "not deleted
+-- yet": the plan's leads limit bypassed. clock_timestamp(), not now(), so a
+-- client that stamps deletions with its own clock is not refused for the
+-- time its request took.
+CREATE FUNCTION internal.check_lead_deleted_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.deleted_at > clock_timestamp() THEN
+        RAISE EXCEPTION 'deleted_at: % is in the future', NEW.deleted_at
+            USING ERRCODE = '23514',
+                  HINT = 'A lead is deleted now or not at all: send "now" to soft-delete it, null to restore it.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION internal.check_lead_deleted_at() IS
+  'BEFORE INSERT/UPDATE OF deleted_at on leads: refuses a deletion time in the future (23514), which the leads quota would not count.';
+CREATE TRIGGER check_deleted_at BEFORE INSERT OR UPDATE OF deleted_at ON api.leads
+    FOR EACH ROW WHEN (NEW.deleted_at IS NOT NULL) EXECUTE FUNCTION internal.check_lead_deleted_at();
+
 -- Statement-level triggers with transition tables, so a bulk insert of n
 -- leads is one quota update of n. One function per event because a
 -- transition table exists only for the events that define it.

@@ -27,6 +27,66 @@ $$;
 COMMENT ON FUNCTION internal.check_payload_size(text, jsonb) IS
   'Raises 54000 (HTTP 413) naming the field when a JSON payload is over internal.max_payload_bytes().';
 
+-- Nesting limit for the same JSON. The graph engine and the worker read
+-- JSON with serde_json, which refuses a 128th level of nesting (54001,
+-- "recursion limit exceeded"), so 127 levels is what they accept. FlowTrack
+-- places a caller's document at most 4 levels down in what they read: the
+-- execution context keeps the trigger payload as the trigger node's output
+-- (context -> steps -> form -> lead -> custom_fields), a webhook job's
+-- default body carries it (payload -> body -> trigger -> lead ->
+-- custom_fields), and so does lead.status_changed (payload -> body -> data
+-- -> lead -> custom_fields). So a caller's document may nest 127 - 4 = 123
+-- levels, and everything accepted here can be run: a deeper answer no
+-- longer poisons a lead so that every later execution for it fails.
+-- tests/tests/ingress.rs holds both ends.
+CREATE FUNCTION internal.max_json_depth() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 127 - 4
+$$;
+COMMENT ON FUNCTION internal.max_json_depth() IS
+  'Deepest nesting accepted in JSON from callers (form answers, custom fields, webhook payloads): the 127 levels the engine and worker parse, less the 4 levels FlowTrack wraps around such a document.';
+
+CREATE FUNCTION internal.json_depth(doc jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    WITH RECURSIVE walk (v, depth) AS (
+        SELECT doc, 1 WHERE jsonb_typeof(doc) IN ('object', 'array')
+        UNION ALL
+        SELECT c.v, w.depth + 1
+          FROM walk w,
+               LATERAL (SELECT e.value FROM jsonb_each(CASE WHEN jsonb_typeof(w.v) = 'object' THEN w.v END) e
+                        UNION ALL
+                        SELECT a.value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.v) = 'array' THEN w.v END) a) c (v)
+         WHERE jsonb_typeof(c.v) IN ('object', 'array'))
+    SELECT coalesce(max(depth), 0) FROM walk
+$$;
+COMMENT ON FUNCTION internal.json_depth(jsonb) IS
+  'Levels of nesting of a JSON value: 0 for a scalar, 1 for a flat object or array. Used to word refusals; the check itself is internal.check_json_depth.';
+
+-- jsonpath's .**{n} visits the items n levels below the root in C, without a
+-- row per item; a container there means the document nests more than n.
+CREATE FUNCTION internal.check_json_depth(field text, doc jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    max_depth constant integer := internal.max_json_depth();
+    deepest text;
+BEGIN
+    IF doc IS NULL OR NOT jsonb_path_exists(
+           doc, format('strict $.**{%s} ? (@.type() == "object" || @.type() == "array")', max_depth)::jsonpath) THEN
+        RETURN;
+    END IF;
+    -- Name the member that is too deep, so the caller knows which answer to fix.
+    IF jsonb_typeof(doc) = 'object' THEN
+        SELECT e.key INTO deepest FROM jsonb_each(doc) e ORDER BY internal.json_depth(e.value) DESC, e.key LIMIT 1;
+    END IF;
+    RAISE EXCEPTION '%: nested % levels deep, more than the % accepted', field || coalesce('.' || deepest, ''),
+          internal.json_depth(doc), max_depth
+        USING ERRCODE = '54001',
+              HINT = format('Flatten the value: JSON sent to FlowTrack nests at most %s levels, so that workflows can read it.', max_depth);
+END
+$$;
+COMMENT ON FUNCTION internal.check_json_depth(text, jsonb) IS
+  'Raises 54001 (HTTP 413) naming the field (and its deepest member) when a JSON document nests more than internal.max_json_depth() levels.';
+
 CREATE TABLE api.forms (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL DEFAULT flowtrack.current_workspace_id()
@@ -119,15 +179,19 @@ COMMENT ON FUNCTION internal.log_lead_status() IS 'AFTER UPDATE OF status on lea
 CREATE TRIGGER log_status AFTER UPDATE OF status ON api.leads
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION internal.log_lead_status();
 
--- Leads' own JSON stays within the payload limit.
+-- Leads' own JSON stays within the payload and nesting limits: a lead is
+-- read into every execution that concerns it, so JSON the engine cannot
+-- parse would fail all of them, whoever wrote it.
 CREATE FUNCTION internal.check_lead_payload() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp AS $$
 BEGIN
     PERFORM internal.check_payload_size('custom_fields', NEW.custom_fields);
+    PERFORM internal.check_json_depth('custom_fields', NEW.custom_fields);
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION internal.check_lead_payload() IS 'BEFORE INSERT/UPDATE on leads: refuses custom_fields over the payload limit (54000).';
+COMMENT ON FUNCTION internal.check_lead_payload() IS
+  'BEFORE INSERT/UPDATE on leads: refuses custom_fields over the payload limit (54000) or nested deeper than internal.max_json_depth() (54001).';
 CREATE TRIGGER check_payload BEFORE INSERT OR UPDATE OF custom_fields ON api.leads
     FOR EACH ROW EXECUTE FUNCTION internal.check_lead_payload();
 
@@ -171,6 +235,7 @@ BEGIN
         RAISE EXCEPTION 'fields: must be a JSON object of answers'
             USING ERRCODE = '22023', HINT = 'Send {"fields": {"email": "...", ...}}.';
     END IF;
+    PERFORM internal.check_json_depth('fields', fields);
     -- RLS hides every form until we act for its workspace; the slug
     -- resolver is the one function that may look across tenants. One
     -- message for an unknown workspace and an unknown form leaks nothing.
@@ -217,15 +282,20 @@ BEGIN
             USING ERRCODE = '23502', HINT = 'Add an email field to the form.';
     END IF;
 
+    -- A submission proves nothing about who owns the email address, so it
+    -- may create a lead but never rewrite one: for a lead that exists it
+    -- only fills what is empty (a NULL or '' column, a custom field the lead
+    -- lacks). Every answer is kept in the FORM_SUBMITTED event below, and
+    -- the workflows this submission starts see them as trigger.fields.
     INSERT INTO api.leads AS l (workspace_id, email, first_name, last_name, phone, company, source, custom_fields)
-    VALUES (f.workspace_id, fields ->> 'email', fields ->> 'first_name', fields ->> 'last_name',
-            fields ->> 'phone', fields ->> 'company', 'form', custom)
+    VALUES (f.workspace_id, fields ->> 'email', nullif(fields ->> 'first_name', ''), nullif(fields ->> 'last_name', ''),
+            nullif(fields ->> 'phone', ''), nullif(fields ->> 'company', ''), 'form', custom)
     ON CONFLICT (workspace_id, email) WHERE deleted_at IS NULL DO UPDATE
-       SET first_name = coalesce(excluded.first_name, l.first_name),
-           last_name = coalesce(excluded.last_name, l.last_name),
-           phone = coalesce(excluded.phone, l.phone),
-           company = coalesce(excluded.company, l.company),
-           custom_fields = l.custom_fields || excluded.custom_fields
+       SET first_name = coalesce(nullif(l.first_name, ''), excluded.first_name),
+           last_name = coalesce(nullif(l.last_name, ''), excluded.last_name),
+           phone = coalesce(nullif(l.phone, ''), excluded.phone),
+           company = coalesce(nullif(l.company, ''), excluded.company),
+           custom_fields = excluded.custom_fields || l.custom_fields
     RETURNING l.* INTO lead;
     INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload)
     VALUES (f.workspace_id, lead.id, 'FORM_SUBMITTED', 'form',
@@ -246,7 +316,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.submit_form(text, text, jsonb, text) IS
-  'Public form submission (anon): validates the answers against the form''s fields, upserts the lead by email, logs FORM_SUBMITTED and starts every active workflow triggered by this form. Idempotent per submission_id.';
+  'Public form submission (anon): validates the answers against the form''s fields (size, nesting, types), creates the lead for a new email or only fills the empty fields of an existing one (never overwrites), logs FORM_SUBMITTED with every answer and starts every active workflow triggered by this form. Idempotent per submission_id.';
 GRANT EXECUTE ON FUNCTION api.submit_form(text, text, jsonb, text) TO anon, authenticated;
 
 -- Ownership of the resolver goes to a role that bypasses RLS and holds

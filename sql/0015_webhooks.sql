@@ -10,7 +10,8 @@ CREATE TABLE api.inbound_webhooks (
     workspace_id   uuid NOT NULL DEFAULT flowtrack.current_workspace_id(),
     workflow_id    uuid NOT NULL,
     provider       text NOT NULL DEFAULT 'generic' CHECK (provider IN ('generic', 'calendly', 'typeform', 'stripe')),
-    token          text NOT NULL UNIQUE DEFAULT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
+    token_hash     bytea NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+    token_prefix   text NOT NULL CHECK (token_prefix ~ '^[0-9a-f]{8}$'),
     is_active      boolean NOT NULL DEFAULT true,
     total_calls    bigint NOT NULL DEFAULT 0,
     last_called_at timestamptz,
@@ -21,7 +22,9 @@ CREATE TABLE api.inbound_webhooks (
 );
 CREATE INDEX inbound_webhooks_workspace_workflow ON api.inbound_webhooks (workspace_id, workflow_id);
 COMMENT ON TABLE api.inbound_webhooks IS
-  'Catch-hook URLs: POST /rpc/receive_webhook with the token starts the workflow. The 64-hex-digit token is the credential.';
+  'Catch-hook URLs: POST /rpc/receive_webhook with the token starts the workflow. The 64-hex-digit token is the credential: only its SHA-256 is stored, and it is shown once, by create_inbound_webhook or rotate_inbound_webhook.';
+COMMENT ON COLUMN api.inbound_webhooks.token_hash IS 'SHA-256 of the token (internal.inbound_token_hash); the token itself is never stored.';
+COMMENT ON COLUMN api.inbound_webhooks.token_prefix IS 'The token''s first 8 hex digits, to tell URLs apart in lists.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.inbound_webhooks FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 CREATE TABLE api.webhook_endpoints (
@@ -69,8 +72,9 @@ SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
 SELECT flowtrack.enable_tenant_isolation('api.inbound_webhooks'::regclass, ARRAY['owner', 'admin']);
 SELECT flowtrack.enable_tenant_isolation('api.webhook_endpoints'::regclass, ARRAY['owner', 'admin']);
 SELECT flowtrack.enable_tenant_isolation('api.webhook_deliveries'::regclass, ARRAY['owner', 'admin']);
-GRANT SELECT, DELETE ON api.inbound_webhooks TO authenticated;
-GRANT INSERT (workspace_id, workflow_id, provider, is_active), UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
+-- Rows are made only by create_inbound_webhook, the one place a token is
+-- shown; owners and admins may switch a hook off or delete it.
+GRANT SELECT, DELETE, UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.webhook_endpoints TO authenticated;
 GRANT SELECT ON api.webhook_deliveries TO authenticated;
 
@@ -152,11 +156,95 @@ CREATE TRIGGER track_delivery AFTER UPDATE OF status ON internal.jobs
     FOR EACH ROW WHEN (NEW.kind = 'webhook' AND NEW.status IN ('succeeded', 'queued', 'dead') AND NEW.workspace_id IS NOT NULL)
     EXECUTE FUNCTION internal.track_delivery();
 
+-- Inbound tokens. A token starts workflows, which a viewer may not do
+-- (issue 9), and anyone who can read it can: so it is kept like an API key,
+-- as a hash, and shown once to the owner or admin who makes or rotates it.
+CREATE FUNCTION internal.inbound_token_hash(token text) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8'))
+$$;
+COMMENT ON FUNCTION internal.inbound_token_hash(text) IS 'SHA-256 of an inbound webhook token, as stored in api.inbound_webhooks.token_hash.';
+
+CREATE FUNCTION internal.new_inbound_token() RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    -- Two random UUIDs: 244 random bits, as 64 hex digits.
+    SELECT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')
+$$;
+COMMENT ON FUNCTION internal.new_inbound_token() IS 'A fresh inbound webhook token: 64 hex digits, 244 of their bits random.';
+
+-- Owners and admins (the write roles of inbound_webhooks) manage hooks.
+CREATE FUNCTION internal.require_hook_manager() RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    ws uuid := internal.require_workspace(true);
+BEGIN
+    IF flowtrack.current_workspace_role() NOT IN ('owner', 'admin') THEN
+        RAISE EXCEPTION 'workspace_role: only owners and admins manage inbound webhooks'
+            USING ERRCODE = '42501', HINT = 'Ask an owner or admin for the webhook URL.';
+    END IF;
+    RETURN ws;
+END
+$$;
+COMMENT ON FUNCTION internal.require_hook_manager() IS 'The caller''s workspace when the caller is its owner or an admin; else 42501 (or PT403 without a workspace).';
+
+CREATE FUNCTION api.create_inbound_webhook(workflow_id uuid, provider text DEFAULT 'generic')
+RETURNS TABLE (id uuid, token text, token_prefix text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    ws uuid := internal.require_hook_manager();
+    secret text := internal.new_inbound_token();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM api.workflows w
+                    WHERE w.id = create_inbound_webhook.workflow_id AND w.workspace_id = ws AND w.deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'workflow_id: no workflow % in this workspace', workflow_id
+            USING ERRCODE = 'PT404', HINT = 'List workflows with GET /workflows.';
+    END IF;
+    IF provider IS NULL OR provider NOT IN ('generic', 'calendly', 'typeform', 'stripe') THEN
+        RAISE EXCEPTION 'provider: unknown provider "%"', provider
+            USING ERRCODE = '22023', HINT = 'Providers: generic, calendly, typeform, stripe.';
+    END IF;
+    INSERT INTO api.inbound_webhooks AS h (workspace_id, workflow_id, provider, token_hash, token_prefix)
+    VALUES (ws, create_inbound_webhook.workflow_id, create_inbound_webhook.provider,
+            internal.inbound_token_hash(secret), left(secret, 8))
+    RETURNING h.id, h.token_prefix INTO id, token_prefix;
+    token := secret;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION api.create_inbound_webhook(uuid, text) IS
+  'Owners and admins: a catch-hook URL token for a workflow of the caller''s workspace. This is the only time the token is shown; only its hash is kept.';
+GRANT EXECUTE ON FUNCTION api.create_inbound_webhook(uuid, text) TO authenticated;
+
+CREATE FUNCTION api.rotate_inbound_webhook(webhook_id uuid)
+RETURNS TABLE (id uuid, token text, token_prefix text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    ws uuid := internal.require_hook_manager();
+    secret text := internal.new_inbound_token();
+BEGIN
+    UPDATE api.inbound_webhooks h
+       SET token_hash = internal.inbound_token_hash(secret), token_prefix = left(secret, 8)
+     WHERE h.id = rotate_inbound_webhook.webhook_id AND h.workspace_id = ws
+    RETURNING h.id, h.token_prefix INTO id, token_prefix;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook_id: no inbound webhook % in this workspace', webhook_id
+            USING ERRCODE = 'PT404', HINT = 'List them with GET /inbound_webhooks.';
+    END IF;
+    token := secret;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION api.rotate_inbound_webhook(uuid) IS
+  'Owners and admins: replaces an inbound webhook''s token and shows the new one once. The old URL stops working at once.';
+GRANT EXECUTE ON FUNCTION api.rotate_inbound_webhook(uuid) TO authenticated;
+
 -- Inbound: POST /rpc/receive_webhook as anon.
 CREATE FUNCTION internal.inbound_webhook_by_token(token text) RETURNS TABLE (id uuid, workspace_id uuid, workflow_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
     SELECT h.id, h.workspace_id, h.workflow_id FROM api.inbound_webhooks h
-     WHERE h.token = inbound_webhook_by_token.token AND h.is_active
+     WHERE h.token_hash = internal.inbound_token_hash(inbound_webhook_by_token.token) AND h.is_active
 $$;
 COMMENT ON FUNCTION internal.inbound_webhook_by_token(text) IS
   'The active inbound webhook with this token, if any. Owned by flowtrack_resolver (BYPASSRLS).';
@@ -172,10 +260,11 @@ DECLARE
     lead_email text := coalesce(payload ->> 'email', payload #>> '{payload,email}', payload #>> '{invitee,email}');
 BEGIN
     PERFORM internal.check_payload_size('payload', payload);
+    PERFORM internal.check_json_depth('payload', payload);
     SELECT * INTO hook FROM internal.inbound_webhook_by_token(token);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'token: no active webhook has this token'
-            USING ERRCODE = 'PT404', HINT = 'Copy the URL again from the workflow''s trigger settings.';
+            USING ERRCODE = 'PT404', HINT = 'The token may have been rotated: ask the workspace for the current URL.';
     END IF;
     PERFORM flowtrack.act_for(hook.workspace_id, 'member');
     UPDATE api.inbound_webhooks SET total_calls = total_calls + 1, last_called_at = now() WHERE id = hook.id;
@@ -198,8 +287,9 @@ COMMENT ON FUNCTION api.receive_webhook(text, jsonb, text) IS
 GRANT EXECUTE ON FUNCTION api.receive_webhook(text, jsonb, text) TO anon, authenticated;
 
 RESET ROLE;
-GRANT SELECT (id, workspace_id, workflow_id, token, is_active) ON api.inbound_webhooks TO flowtrack_resolver;
+GRANT SELECT (id, workspace_id, workflow_id, token_hash, is_active) ON api.inbound_webhooks TO flowtrack_resolver;
 ALTER FUNCTION internal.inbound_webhook_by_token(text) OWNER TO flowtrack_resolver;
+GRANT EXECUTE ON FUNCTION internal.inbound_token_hash(text) TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.inbound_webhook_by_token(text) TO flowtrack_owner;
 SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
     $$SELECT internal.ensure_monthly_partitions(p::regclass)

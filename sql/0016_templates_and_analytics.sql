@@ -95,6 +95,22 @@ COMMENT ON FUNCTION api.search_templates(text, text) IS
   'Full-text search of the template library (web-search syntax: "lead email" -slack), best match first.';
 GRANT EXECUTE ON FUNCTION api.search_templates(text, text) TO anon, authenticated;
 
+-- Popularity is seen by every tenant, so no tenant may move it more than
+-- once: it counts workspaces, each the first time it starts from the
+-- template (issue 9: one member could inflate the global ranking by
+-- copying a template over and over).
+CREATE TABLE internal.template_uses (
+    template_id   uuid NOT NULL REFERENCES api.workflow_templates (id) ON DELETE CASCADE,
+    workspace_id  uuid NOT NULL REFERENCES api.workspaces (id) ON DELETE CASCADE,
+    first_used_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (template_id, workspace_id)
+);
+CREATE INDEX template_uses_workspace_id ON internal.template_uses (workspace_id);
+COMMENT ON TABLE internal.template_uses IS
+  'Which workspaces have created a workflow from which template (once each); workflow_templates.popularity counts its rows as they arrive.';
+COMMENT ON COLUMN api.workflow_templates.popularity IS
+  'How many workspaces have created a workflow from the template, each counted once (internal.template_uses).';
+
 CREATE FUNCTION api.create_workflow_from_template(template_slug text, name text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
@@ -119,15 +135,18 @@ BEGIN
     INSERT INTO api.workflow_edges (workspace_id, workflow_id, edge_key, source_key, target_key, condition, ui)
     SELECT ws, wf, e ->> 'id', e ->> 'source', e ->> 'target', e -> 'condition', e - 'id' - 'source' - 'target' - 'condition'
       FROM jsonb_array_elements(t.graph -> 'edges') AS e;
-    UPDATE api.workflow_templates SET popularity = popularity + 1 WHERE id = t.id;
+    INSERT INTO internal.template_uses (template_id, workspace_id) VALUES (t.id, ws) ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        UPDATE api.workflow_templates SET popularity = popularity + 1 WHERE id = t.id;
+    END IF;
     RETURN wf;
 END
 $$;
 COMMENT ON FUNCTION api.create_workflow_from_template(text, text) IS
-  'Copies a template''s graph into a new draft workflow of the caller''s workspace; returns its id.';
+  'Copies a template''s graph into a new draft workflow of the caller''s workspace; returns its id. The template''s popularity grows the first time a workspace does so.';
 GRANT EXECUTE ON FUNCTION api.create_workflow_from_template(text, text) TO authenticated;
 
--- The owner may bump popularity while acting for a workspace.
+-- The owner may bump popularity (create_workflow_from_template) while acting for a workspace.
 CREATE POLICY template_popularity ON api.workflow_templates FOR UPDATE TO flowtrack_owner USING (is_public) WITH CHECK (is_public);
 
 CREATE TABLE api.workspace_daily_stats (

@@ -128,6 +128,8 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
     let workflow_id = published_workflow(db, t, &format!("secret-workflow-{}", t.slug)).await;
     let form_slug = "contact".to_string();
     let lead_email = format!("lead@{}.example", t.slug);
+    // Only the token's hash is stored, so the fixture picks the token.
+    let inbound_token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let script = format!(
         "
         UPDATE api.workflows SET status = 'active' WHERE id = '{workflow_id}';
@@ -145,7 +147,8 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         SELECT '{ws}', id, 'NOTE_ADDED', 'manual' FROM api.leads WHERE workspace_id = '{ws}';
         INSERT INTO api.connections (workspace_id, integration_id, name) VALUES ('{ws}', 'gmail', 'Mail');
         INSERT INTO api.webhook_endpoints (workspace_id, url, events) VALUES ('{ws}', 'https://hooks.example/{ws}', '{{lead.created}}');
-        INSERT INTO api.inbound_webhooks (workspace_id, workflow_id) VALUES ('{ws}', '{workflow_id}');
+        INSERT INTO api.inbound_webhooks (workspace_id, workflow_id, token_hash, token_prefix)
+        VALUES ('{ws}', '{workflow_id}', internal.inbound_token_hash('{inbound_token}'), left('{inbound_token}', 8));
         SELECT internal.emit_event('{ws}', 'lead.created', '{{\"x\":1}}');
         SELECT internal.start_execution('{ws}', '{workflow_id}', 'manual', '{{}}', 'populate');
         INSERT INTO api.execution_steps (workspace_id, execution_id, node_key, node_type)
@@ -165,11 +168,11 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
     );
     db.batch_execute(&script)
         .await
-        .unwrap_or_else(|e| panic!("populate {}: {e}", t.slug));
+        .unwrap_or_else(|e| panic!("populate {}: {e:?}", t.slug));
     let row = db
         .query_one(
-            "SELECT l.id, h.token, e.id FROM api.leads l, api.inbound_webhooks h, api.workflow_executions e
-              WHERE l.workspace_id = $1 AND h.workspace_id = $1 AND e.workspace_id = $1",
+            "SELECT l.id, e.id FROM api.leads l, api.workflow_executions e
+              WHERE l.workspace_id = $1 AND e.workspace_id = $1",
             &[&ws],
         )
         .await
@@ -179,7 +182,7 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         lead_id: row.get(0),
         lead_email,
         form_slug,
-        inbound_token: row.get(1),
-        execution_id: row.get(2),
+        inbound_token,
+        execution_id: row.get(1),
     }
 }
