@@ -168,8 +168,9 @@ async fn triggers_on_the_quota_table_fire_and_see_the_owner_not_the_superuser() 
 async fn a_read_only_transaction_counts_nothing() {
     let mut db = connect().await;
     let t = fixtures::tenant(&db, "pro").await;
-    // The executor refuses writes in a READ ONLY transaction; the hand-made
-    // heap writes this replaced did not ask, and counted.
+    // The executor refuses writes in a READ ONLY transaction. (The hand-made
+    // heap writes this replaced rewrote the quota row without asking; only
+    // nextval()'s own check, for the event's id, then stopped the call.)
     db.batch_execute("BEGIN READ ONLY").await.unwrap();
     let err = consume(&db, t.workspace_id).await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
