@@ -5,6 +5,12 @@
 -- Load the extension library so flowtrack.* settings are defined before
 -- functions name them in SET clauses.
 SELECT flowtrack.version();
+-- flowtrack.consume_quota and flowtrack.check_quota run as their caller, and
+-- only the owner may call them: API roles reach them through the SECURITY
+-- DEFINER wrappers below, which act for one workspace under RLS.
+REVOKE EXECUTE ON FUNCTION flowtrack.consume_quota(uuid, text, bigint, text),
+                           flowtrack.check_quota(uuid, text, bigint)
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION flowtrack.billing_period(timestamptz, timestamptz),
                           flowtrack.consume_quota(uuid, text, bigint, text),
                           flowtrack.check_quota(uuid, text, bigint)
@@ -123,18 +129,23 @@ $$;
 COMMENT ON FUNCTION internal.quota_refusal(uuid, text, bigint, bigint, bigint, bigint, timestamptz) IS
   'Raises PT429 (HTTP 429). For callers internal.sees_usage_of(ws) admits: the key and numbers in the message and a JSON detail (key, limit, hard_limit, used, requested, resets_at; NULL resets_at for gauges). For anyone else (anonymous, other workspaces): a generic message, no detail.';
 
--- The check-and-count itself is flowtrack.consume_quota (Rust: the quota row
--- locked and rewritten and the usage event appended without the executor, or
--- one kept SQL statement in the uncommon cases); this wrapper only turns a
--- refusal into PT429, because custom SQLSTATEs cannot be raised from pgrx.
+-- The check-and-count itself is flowtrack.consume_quota (Rust: one kept
+-- conditional UPDATE that also logs the event). This wrapper is the trusted
+-- entry point: it runs as flowtrack_owner, acts for the workspace it is given
+-- (usage_quotas and usage_events are writable by the workspace's owner role
+-- only, FORCE RLS included), and turns a refusal into PT429, because custom
+-- SQLSTATEs cannot be raised from pgrx. Only SECURITY DEFINER functions and
+-- the migrations' superuser call it: no role is granted EXECUTE.
 CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
 RETURNS flowtrack.quota_outcome
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     r flowtrack.quota_outcome;
 BEGIN
+    PERFORM flowtrack.act_for(ws, 'owner');
     -- One composite value, so plpgsql evaluates this as a plain expression
-    -- and returns it as it is: three statements per call.
+    -- and returns it as it is.
     r := flowtrack.consume_quota(ws, key, amount, idempotency_key);
     IF r.outcome = 'refused' THEN
         PERFORM internal.quota_refusal(ws, key, amount, r.used, r.limit_value, r.hard_limit, r.resets_at);
@@ -143,16 +154,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS
-  'Atomically counts amount against a workspace quota (flowtrack.consume_quota): used never exceeds hard_limit; the same idempotency_key counts once; the first crossing of 100% is recorded once per period. Raises PT429 (HTTP 429) when refused, with JSON detail for callers of the workspace (internal.quota_refusal).';
+  'Atomically counts amount against a workspace quota (flowtrack.consume_quota, acting for the workspace as its owner role): used never exceeds hard_limit; the same idempotency_key counts once; the first crossing of 100% is recorded once per period. Raises PT429 (HTTP 429) when refused, with JSON detail for callers of the workspace (internal.quota_refusal).';
 
+-- Acts for the workspace as a viewer: a check only reads.
 CREATE FUNCTION internal.check_quota(ws uuid, key text, amount bigint DEFAULT 1,
                                      OUT allowed boolean, OUT used bigint, OUT limit_value bigint,
                                      OUT remaining bigint, OUT resets_at timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM flowtrack.check_quota(ws, key, amount)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+BEGIN
+    PERFORM flowtrack.act_for(ws, 'viewer');
+    SELECT c.allowed, c.used, c.limit_value, c.remaining, c.resets_at
+      INTO allowed, used, limit_value, remaining, resets_at
+      FROM flowtrack.check_quota(ws, key, amount) c;
+END
 $$;
 COMMENT ON FUNCTION internal.check_quota(uuid, text, bigint) IS
-  'Read-only quota check for a workspace (flowtrack.check_quota): allowed, used, limit, remaining and resets_at (NULL for gauges).';
+  'Read-only quota check for a workspace (flowtrack.check_quota, acting for it as a viewer): allowed, used, limit, remaining and resets_at (NULL for gauges).';
 
 CREATE FUNCTION internal.release_quota(ws uuid, key text, amount bigint DEFAULT 1)
 RETURNS bigint

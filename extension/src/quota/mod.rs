@@ -4,77 +4,30 @@
 //! is a single conditional UPDATE (`used + n <= hard_limit`), so it is atomic
 //! under any concurrency and costs one row update; the row lock serialises
 //! only callers of the same workspace and key. Plans are prepared once per
-//! backend and kept, so a call does no parsing or planning.
+//! backend and kept (quota/plans.rs), so a call does no parsing or planning.
+//! Every write goes through the executor: triggers, constraints, read-only
+//! transactions, row-level security and statement hooks (pg_audit,
+//! pg_stat_statements) all see it.
 //!
-//! These functions report refusals as an outcome; the SQL wrappers
-//! `internal.consume_quota` / `internal.check_quota` raise SQLSTATE PT429
-//! (HTTP 429), because custom SQLSTATEs cannot be raised from pgrx.
+//! The functions here run as their caller (no SECURITY DEFINER), and only
+//! `flowtrack_owner` may call them: the SECURITY DEFINER SQL wrappers
+//! `internal.consume_quota` / `internal.check_quota`, owned by it, act for
+//! the workspace under row-level security, pin the search path and raise
+//! SQLSTATE PT429 (HTTP 429) for a refusal, which these report as an
+//! outcome because custom SQLSTATEs cannot be raised from pgrx.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use chrono::{DateTime, Datelike, Months, Utc};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::raise;
 
-mod direct;
-use direct::Direct;
+mod period;
+mod plans;
 
-/// Microseconds between the Unix epoch and Postgres' (2000-01-01).
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-
-fn to_chrono(ts: TimestampWithTimeZone, field: &str) -> DateTime<Utc> {
-    let micros: i64 = ts.into();
-    DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_OFFSET_MICROS))
-        .filter(|_| ts.is_finite())
-        .unwrap_or_else(|| {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("{field}: must be a finite timestamp"),
-                None,
-                "Billing anchors and instants cannot be infinity.",
-            )
-        })
-}
-
-fn to_pg(dt: DateTime<Utc>) -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(dt.timestamp_micros() - PG_EPOCH_OFFSET_MICROS)
-        .expect("a chrono instant from a finite timestamp is in Postgres' range")
-}
-
-/// `anchor` moved by `n` whole months, the day clamped to the month's end
-/// (an anchor on Jan 31 renews on Feb 28/29, then Mar 31).
-fn add_months(anchor: DateTime<Utc>, n: i64) -> DateTime<Utc> {
-    let m = Months::new(n.unsigned_abs() as u32);
-    let moved = if n >= 0 {
-        anchor.checked_add_months(m)
-    } else {
-        anchor.checked_sub_months(m)
-    };
-    moved.unwrap_or(anchor)
-}
-
-/// The anniversary period `[anchor + n months, anchor + n+1 months)` that
-/// contains `at`.
-pub fn period_containing(
-    anchor: DateTime<Utc>,
-    at: DateTime<Utc>,
-) -> (DateTime<Utc>, DateTime<Utc>) {
-    let mut n = i64::from(at.year() - anchor.year()) * 12 + i64::from(at.month())
-        - i64::from(anchor.month());
-    while add_months(anchor, n) > at {
-        n -= 1;
-    }
-    while add_months(anchor, n + 1) <= at {
-        n += 1;
-    }
-    (add_months(anchor, n), add_months(anchor, n + 1))
-}
+use plans::{first_row_read_only, with_catalog_search_path, with_plan};
 
 /// The billing period (anchored on `anchor`, a subscription's anniversary)
 /// that contains `at`.
@@ -89,70 +42,16 @@ fn billing_period(
         name!(period_end, TimestampWithTimeZone),
     ),
 > {
-    let (start, end) = period_containing(to_chrono(anchor, "anchor"), to_chrono(at, "at"));
-    TableIterator::once((to_pg(start), to_pg(end)))
-}
-
-thread_local! {
-    /// Plans kept for the life of the backend, keyed by their SQL text.
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    let anchor = period::to_chrono(anchor, "anchor");
+    let at = period::to_chrono(at, "at");
+    TableIterator::once(period::pg_period(anchor, at, "at"))
 }
 
 const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 
-/// Run `f` with the kept plan for `sql`, preparing it on first use.
-fn with_plan<'c, R>(
-    client: &mut SpiClient<'c>,
-    sql: &'static str,
-    types: &[PgOid],
-    f: impl FnOnce(&mut SpiClient<'c>, &OwnedPreparedStatement) -> R,
-) -> R {
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if !plans.contains_key(sql) {
-            let plan = client.prepare_mut(sql, types).unwrap_or_else(|e| {
-                raise(
-                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    "quota: cannot prepare statement",
-                    Some(format!("{sql}: {e}")),
-                    "",
-                )
-            });
-            plans.insert(sql, plan.keep());
-        }
-        f(client, &plans[sql])
-    })
-}
-
-/// Run `f`, which runs SQL, with `search_path = pg_catalog`, as a `SET
-/// search_path` clause on the function would, but only on the paths that
-/// run SQL: a SET clause makes every call pay Postgres 15's walk over all
-/// settings at function exit (~2% of a consume_quota call at 32 clients),
-/// and the direct path resolves no names. On an error, the (sub)transaction
-/// abort restores the setting, as it does for a SET clause.
-pub(crate) fn with_catalog_search_path<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: plain calls into the GUC machinery, in a transaction.
-    unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        let result = f();
-        pg_sys::AtEOXact_GUC(true, level);
-        result
-    }
-}
-
-fn spi_failed(what: &str, e: pgrx::spi::SpiError) -> ! {
+fn spi_failed(what: &str, e: impl std::fmt::Display) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         format!("quota: {what} failed"),
@@ -169,8 +68,8 @@ const RELEASE_KEY: &str = "DELETE FROM internal.usage_idempotency
      WHERE workspace_id = $1 AND quota_key = $2 AND idempotency_key = $3";
 
 /// The whole common case in one statement: count and log the event. One
-/// executor call instead of two measured 6.3k -> see docs/BENCHMARKS.md. No
-/// join: the key's kind is copied onto the quota row (run 3: the join to
+/// executor call instead of two (docs/BENCHMARKS.md, quota run 2). No join:
+/// the key's kind is copied onto the quota row (run 3: the join to
 /// api.quota_keys cost about 5% of a call).
 const CONSUME: &str = "WITH q AS (
          UPDATE api.usage_quotas q SET used = q.used + $3, updated_at = now()
@@ -183,11 +82,12 @@ const CONSUME: &str = "WITH q AS (
          SELECT $1, $2, $3, $4, q.period_start FROM q)
      SELECT * FROM q";
 
+/// The current period's row as it stands (columns as CONSUME returns them).
 const STATE: &str = "SELECT q.used, q.limit_value, q.hard_limit, q.period_end, q.period_start, false, q.quota_kind <> 'gauge'
        FROM api.usage_quotas q
       WHERE q.workspace_id = $1 AND q.quota_key = $2 AND q.period_end > now()";
 
-const KEY_KIND: &str = "SELECT kind FROM api.quota_keys WHERE key = $1";
+const KEY_KIND: &str = "SELECT k.kind FROM api.quota_keys k WHERE k.key = $1";
 
 const SYNC: &str = "SELECT internal.sync_quotas($1)";
 
@@ -196,9 +96,22 @@ const SOFT_LIMIT: &str = "WITH marked AS (
           WHERE q.workspace_id = $1 AND q.quota_key = $2 AND q.soft_limit_reached_at IS NULL
          RETURNING q.workspace_id, q.quota_key, q.period_start, q.limit_value, q.used)
      INSERT INTO api.usage_events (workspace_id, quota_key, event_type, amount, period_start, metadata)
-     SELECT workspace_id, quota_key, 'soft_limit_reached', 0, period_start,
-            jsonb_build_object('limit', limit_value, 'used', used)
-       FROM marked";
+     SELECT m.workspace_id, m.quota_key, 'soft_limit_reached', 0, m.period_start,
+            jsonb_build_object('limit', m.limit_value, 'used', m.used)
+       FROM marked m";
+
+/// What the next period would hold, for check_quota when the current one has
+/// ended: the plan's limits and the anchor its period is computed from, and
+/// the gauge's count, which carries over.
+const PROJECTED: &str =
+    "SELECT l.limit_value, floor(l.limit_value * (1 + pl.overage_buffer))::bigint,
+            coalesce(s.anchor_at, w.created_at),
+            (SELECT q.used FROM api.usage_quotas q WHERE q.workspace_id = w.id AND q.quota_key = $2)
+       FROM api.workspaces w
+       LEFT JOIN api.subscriptions s ON s.workspace_id = w.id AND s.status <> 'canceled'
+       JOIN api.subscription_plans pl ON pl.id = coalesce(s.plan_id, w.plan_id)
+       LEFT JOIN api.plan_limits l ON l.plan_id = pl.id AND l.quota_key = $2
+      WHERE w.id = $1";
 
 /// A quota row as the check or the update left it.
 #[derive(Debug, Clone, Copy)]
@@ -210,6 +123,10 @@ struct QuotaRow {
     crossed: bool,
     /// Period keys reset at period_end; gauges never do.
     resets: bool,
+}
+
+fn not_null<T>(value: Option<T>, column: &str) -> T {
+    value.unwrap_or_else(|| spi_failed("reading the quota row", format!("{column} is NULL")))
 }
 
 fn fetch_row(
@@ -230,19 +147,26 @@ fn fetch_row(
         row.get::<i64>(i)
             .unwrap_or_else(|e| spi_failed("reading quota row", e))
     };
-    let get_ts = |i| {
-        row.get::<TimestampWithTimeZone>(i)
-            .unwrap_or_else(|e| spi_failed("reading quota row", e))
-            .expect("period bounds are NOT NULL")
-    };
+    let period_end = row
+        .get::<TimestampWithTimeZone>(4)
+        .unwrap_or_else(|e| spi_failed("reading quota row", e));
     Some(QuotaRow {
-        used: get_i64(1).expect("used is NOT NULL"),
+        used: not_null(get_i64(1), "used"),
         limit_value: get_i64(2),
         hard_limit: get_i64(3),
-        period_end: get_ts(4),
+        period_end: not_null(period_end, "period_end"),
         crossed: row.get::<bool>(6).ok().flatten().unwrap_or(false),
         resets: row.get::<bool>(7).ok().flatten().unwrap_or(true),
     })
+}
+
+fn unknown_key(key: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("quota_key: unknown quota key \"{key}\""),
+        None,
+        "See api.quota_keys for the known keys.",
+    )
 }
 
 fn key_kind(client: &mut SpiClient<'_>, key: &str) -> String {
@@ -257,14 +181,7 @@ fn key_kind(client: &mut SpiClient<'_>, key: &str) -> String {
         }
     })
     .unwrap_or_else(|e| spi_failed("quota key lookup", e));
-    kind.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("quota_key: unknown quota key \"{key}\""),
-            None,
-            "See api.quota_keys for the known keys.",
-        )
-    })
+    kind.unwrap_or_else(|| unknown_key(key))
 }
 
 fn sync(client: &mut SpiClient<'_>, ws: pgrx::Uuid) {
@@ -292,6 +209,8 @@ impl Outcome {
     }
 }
 
+const CLAIM_KEY_TYPES: [PgOid; 4] = [UUID, TEXT, TEXT, INT8];
+
 /// Count `amount` against `ws`'s quota `key`, atomically. Outcome `ok`,
 /// `replayed` (this `idempotency_key` was already counted; nothing changes)
 /// or `refused` (it would pass the hard limit; nothing changes). Opens or
@@ -311,55 +230,42 @@ fn consume(
             "Use internal.release_quota to give usage back.",
         );
     }
-    // A replayed key changes nothing. Claiming one is SQL; the common case,
-    // a counter without a key, runs no SQL at all.
-    if let Some(k) = idempotency_key {
-        let claimed = sql(|client| {
-            let args = [ws.into(), key.into(), k.into(), amount.into()];
-            !with_plan(
-                client,
-                CLAIM_KEY,
-                &[UUID, TEXT, TEXT, INT8],
-                |client, plan| client.update(plan, Some(1), &args),
-            )
-            .unwrap_or_else(|e| spi_failed("idempotency key", e))
-            .is_empty()
-        });
-        if !claimed {
-            let args = [ws.into(), key.into()];
-            let row = sql(|client| fetch_row(client, STATE, &[UUID, TEXT], &args));
-            return (Outcome::Replayed, row);
-        }
-    }
-    let (outcome, row) = match direct::consume(ws, key, amount, idempotency_key) {
-        Direct::Counted(row) => (Outcome::Ok, Some(row)),
-        Direct::Refused(row) => (Outcome::Refused, Some(row)),
-        Direct::Fallback => sql(|client| consume_sql(client, ws, key, amount, idempotency_key)),
-    };
-    match (outcome, row, idempotency_key) {
-        (Outcome::Ok, Some(row), _) if row.crossed => sql(|client| soft_limit(client, ws, key)),
-        // A refused call must not keep its key: the caller may retry it once
-        // there is room.
-        (Outcome::Refused, _, Some(k)) => sql(|client| {
-            let release = [ws.into(), key.into(), k.into()];
-            with_plan(client, RELEASE_KEY, &[UUID, TEXT, TEXT], |client, plan| {
-                client.update(plan, None, &release)
-            })
-            .unwrap_or_else(|e| spi_failed("idempotency key", e));
-        }),
-        _ => {}
-    }
-    (outcome, row)
+    with_catalog_search_path(|| {
+        Spi::connect_mut(|client| {
+            // A replayed key changes nothing.
+            if let Some(k) = idempotency_key {
+                let args = [ws.into(), key.into(), k.into(), amount.into()];
+                let claimed = !with_plan(client, CLAIM_KEY, &CLAIM_KEY_TYPES, |client, plan| {
+                    client.update(plan, Some(1), &args)
+                })
+                .unwrap_or_else(|e| spi_failed("idempotency key", e))
+                .is_empty();
+                if !claimed {
+                    let row = fetch_row(client, STATE, &[UUID, TEXT], &args[..2]);
+                    return (Outcome::Replayed, row);
+                }
+            }
+            let (outcome, row) = consume_sql(client, ws, key, amount, idempotency_key);
+            match (outcome, row, idempotency_key) {
+                (Outcome::Ok, Some(row), _) if row.crossed => soft_limit(client, ws, key),
+                // A refused call must not keep its key: the caller may retry
+                // it once there is room.
+                (Outcome::Refused, _, Some(k)) => {
+                    let release = [ws.into(), key.into(), k.into()];
+                    with_plan(client, RELEASE_KEY, &[UUID, TEXT, TEXT], |client, plan| {
+                        client.update(plan, None, &release)
+                    })
+                    .unwrap_or_else(|e| spi_failed("idempotency key", e));
+                }
+                _ => {}
+            }
+            (outcome, row)
+        })
+    })
 }
 
-/// Run `f` with an SPI connection and `search_path = pg_catalog`.
-fn sql<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> R {
-    with_catalog_search_path(|| Spi::connect_mut(f))
-}
-
-/// The SQL path: one conditional UPDATE that counts and logs, for what the
-/// direct path leaves (see quota/direct.rs). Opens or rolls the period when
-/// it is missing or over, at most once.
+/// One conditional UPDATE that counts and logs. Opens or rolls the period
+/// when it is missing or over, at most once.
 fn consume_sql(
     client: &mut SpiClient<'_>,
     ws: pgrx::Uuid,
@@ -487,12 +393,14 @@ CREATE TYPE flowtrack.quota_outcome AS (
 );
 COMMENT ON TYPE flowtrack.quota_outcome IS
   'What flowtrack.consume_quota did: outcome ok, replayed or refused, and the quota as the call left it.';
+-- Runs as its caller (internal.consume_quota, owned by flowtrack_owner), not
+-- as the superuser who created the extension. No SET search_path clause: the
+-- function sets search_path = pg_catalog, pg_temp itself around the SQL it
+-- runs (with_catalog_search_path in quota/plans.rs).
 CREATE FUNCTION flowtrack.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
 RETURNS flowtrack.quota_outcome
-LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'consume_quota_row';
--- No SET search_path clause: the function sets it itself around the SQL it
--- runs (with_catalog_search_path in quota/mod.rs).
 "#,
     name = "consume_quota_row",
 );
@@ -500,9 +408,10 @@ AS 'MODULE_PATHNAME', 'consume_quota_row';
 /// Read-only: would `amount` more of `key` be allowed for `ws`? With used,
 /// limit, remaining and resets_at (NULL for gauges, which never reset). When
 /// the period has ended, reports the state the next consumption would open.
+/// STABLE, and truly so: its statements run read-only (quota/plans.rs).
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe, security_definer)]
-#[search_path(pg_catalog)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn check_quota(
     ws: pgrx::Uuid,
     key: &str,
@@ -517,65 +426,57 @@ fn check_quota(
         name!(resets_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    Spi::connect_mut(|client| {
-        let kind = key_kind(client, key);
+    Spi::connect(|_| {
+        let kind = first_row_read_only(KEY_KIND, &[TEXT], &[key.into()], |row| {
+            row.and_then(|r| r.get::<String>(1))
+        })
+        .unwrap_or_else(|| unknown_key(key));
         let args = [ws.into(), key.into()];
-        let (used, limit, hard, resets_at) = match fetch_row(
-            client,
-            STATE,
-            &[UUID, TEXT],
-            &args[..],
-        ) {
-            Some(r) => (r.used, r.limit_value, r.hard_limit, r.period_end),
-            None => {
-                let projected = client
-                    .select(
-                        "SELECT l.limit_value, floor(l.limit_value * (1 + pl.overage_buffer))::bigint,
-                                coalesce(s.anchor_at, w.created_at),
-                                (SELECT q.used FROM api.usage_quotas q WHERE q.workspace_id = w.id AND q.quota_key = $2)
-                           FROM api.workspaces w
-                           LEFT JOIN api.subscriptions s ON s.workspace_id = w.id AND s.status <> 'canceled'
-                           JOIN api.subscription_plans pl ON pl.id = coalesce(s.plan_id, w.plan_id)
-                           LEFT JOIN api.plan_limits l ON l.plan_id = pl.id AND l.quota_key = $2
-                          WHERE w.id = $1",
-                        Some(1),
-                        &args,
+        let current = first_row_read_only(STATE, &[UUID, TEXT], &args, |row| {
+            row.map(|r| {
+                (
+                    not_null(r.get::<i64>(1), "used"),
+                    r.get::<i64>(2),
+                    r.get::<i64>(3),
+                    not_null(r.get::<TimestampWithTimeZone>(4), "period_end"),
+                )
+            })
+        });
+        let (used, limit, hard, resets_at) = current.unwrap_or_else(|| {
+            let projected = first_row_read_only(PROJECTED, &[UUID, TEXT], &args, |row| {
+                row.map(|r| {
+                    (
+                        r.get::<i64>(1),
+                        r.get::<i64>(2),
+                        not_null(r.get::<TimestampWithTimeZone>(3), "anchor_at"),
+                        r.get::<i64>(4),
                     )
-                    .unwrap_or_else(|e| spi_failed("projecting the next period", e));
-                if projected.is_empty() {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        "workspace_id: no such workspace",
-                        None,
-                        "Pass the id of a workspace you belong to.",
-                    );
-                }
-                let row = projected.first();
-                let limit = row.get::<i64>(1).ok().flatten();
-                let hard = row.get::<i64>(2).ok().flatten();
-                let anchor = row
-                    .get::<TimestampWithTimeZone>(3)
-                    .ok()
-                    .flatten()
-                    .expect("anchor is NOT NULL");
-                let carried = if kind == "gauge" {
-                    row.get::<i64>(4).ok().flatten().unwrap_or(0)
-                } else {
-                    0
-                };
-                let now = to_chrono(
-                    TimestampWithTimeZone::try_from(unsafe {
-                        pg_sys::GetCurrentTransactionStartTimestamp()
-                    })
-                    .expect("now is finite"),
-                    "now",
+                })
+            });
+            let Some((limit, hard, anchor, gauge_used)) = projected else {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "workspace_id: no such workspace",
+                    None,
+                    "Pass the id of a workspace you belong to.",
                 );
-                let (_, end) = period_containing(to_chrono(anchor, "anchor"), now);
-                (carried, limit, hard, to_pg(end))
-            }
-        };
+            };
+            let carried = if kind == "gauge" {
+                gauge_used.unwrap_or(0)
+            } else {
+                0
+            };
+            // SAFETY: reads the transaction's start time, what now() returns.
+            let now = TimestampWithTimeZone::try_from(unsafe {
+                pg_sys::GetCurrentTransactionStartTimestamp()
+            })
+            .map(|now| period::to_chrono(now, "now"))
+            .unwrap_or_else(|e| spi_failed("reading now()", e));
+            let (_, end) = period::pg_period(period::to_chrono(anchor, "anchor_at"), now, "now");
+            (carried, limit, hard, end)
+        });
         TableIterator::once((
-            hard.is_none_or(|h| used + amount <= h),
+            hard.is_none_or(|h| used.checked_add(amount).is_some_and(|total| total <= h)),
             used,
             limit,
             limit.map(|l| (l - used).max(0)),
@@ -587,11 +488,11 @@ fn check_quota(
 extension_sql!(
     r#"
 COMMENT ON FUNCTION flowtrack.billing_period(timestamptz, timestamptz) IS
-  'The anniversary billing period [anchor + n months, anchor + n+1 months) containing at; month-end anchors clamp (Jan 31 -> Feb 28 -> Mar 31).';
+  'The anniversary billing period [anchor + n months, anchor + n+1 months) containing at; month-end anchors clamp (Jan 31 -> Feb 28 -> Mar 31). 22008 when the period falls outside the timestamps PostgreSQL can store.';
 COMMENT ON FUNCTION flowtrack.consume_quota(uuid, text, bigint, text) IS
-  'Atomically counts amount against a workspace quota: locks and rewrites the quota row and appends the usage event (the executor-free path in quota/direct.rs, else one conditional UPDATE statement); one flowtrack.quota_outcome row, outcome ok, replayed or refused. internal.consume_quota wraps it and raises PT429.';
+  'Atomically counts amount against a workspace quota with one conditional UPDATE that also appends the usage event (kept plans, through the executor); one flowtrack.quota_outcome row, outcome ok, replayed or refused. Runs as its caller: only flowtrack_owner may call it, through internal.consume_quota, which acts for the workspace and raises PT429.';
 COMMENT ON FUNCTION flowtrack.check_quota(uuid, text, bigint) IS
-  'Read-only quota check: allowed, used, limit_value, remaining, resets_at (NULL for gauges).';
+  'Read-only quota check (STABLE; its statements run read-only): allowed, used, limit_value, remaining, resets_at (NULL for gauges). Runs as its caller: only flowtrack_owner may call it, through internal.check_quota.';
 "#,
     name = "comments_quota",
     requires = [billing_period, "consume_quota_row", check_quota]
@@ -600,32 +501,19 @@ COMMENT ON FUNCTION flowtrack.check_quota(uuid, text, bigint) IS
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use chrono::{TimeZone, Utc};
     use pgrx::prelude::*;
 
-    use super::period_containing;
-
-    #[pg_test]
-    fn periods_follow_the_anniversary_and_clamp_month_ends() {
-        let anchor = Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap();
-        let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
-        let (start, end) = period_containing(anchor, at);
-        assert_eq!(start, Utc.with_ymd_and_hms(2026, 2, 28, 12, 0, 0).unwrap());
-        assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap());
-        // Exactly on the boundary belongs to the new period.
-        let (start, _) =
-            period_containing(anchor, Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap());
-        assert_eq!(start, Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap());
-        // Before the anchor: the period that ends at the anchor.
-        let (start, end) =
-            period_containing(anchor, Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap());
-        assert_eq!(
-            (start, end),
-            (
-                Utc.with_ymd_and_hms(2025, 12, 31, 12, 0, 0).unwrap(),
-                anchor
-            )
-        );
+    /// The SQLSTATE and message `sql` fails with, or "ok".
+    fn error_of(sql: &str) -> String {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE q; RETURN 'ok';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$",
+        )
+        .unwrap();
+        Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[sql.into()])
+            .unwrap()
+            .unwrap()
     }
 
     #[pg_test]
@@ -638,6 +526,77 @@ mod tests {
         .unwrap();
         assert_eq!(got.0.as_deref(), Some("2026-11-10 00:00:00+00"));
         assert_eq!(got.1.as_deref(), Some("2026-12-10 00:00:00+00"));
+        // Month ends clamp, and a boundary belongs to the new period.
+        let got = Spi::get_two::<String, String>(
+            "SELECT period_start::text, period_end::text
+               FROM flowtrack.billing_period('2026-01-31 12:00+00', '2026-03-31 12:00+00')",
+        )
+        .unwrap();
+        assert_eq!(got.0.as_deref(), Some("2026-03-31 12:00:00+00"));
+        assert_eq!(got.1.as_deref(), Some("2026-04-30 12:00:00+00"));
+    }
+
+    #[pg_test]
+    fn billing_periods_outside_the_timestamp_range_are_22008() {
+        // Before 4714-11-24 BC, PostgreSQL's first timestamp: the period of
+        // 4714-11-30 BC anchored on the 15th starts on 4714-11-15 BC (this
+        // panicked, XX000).
+        let err = error_of(
+            "SELECT * FROM flowtrack.billing_period('4714-12-15 00:00+00 BC', '4714-11-30 00:00+00 BC')",
+        );
+        assert!(err.starts_with("22008 at: its billing period"), "{err}");
+        // After 262142 AD, chrono's last year: the period would end in
+        // 262143 (this looped forever, without an interrupt check).
+        let err = error_of(
+            "SELECT * FROM flowtrack.billing_period('262142-12-15 00:00+00', '262142-12-20 00:00+00')",
+        );
+        assert!(err.starts_with("22008 at: its billing period"), "{err}");
+        // An argument chrono cannot hold at all (this said 22023, "must be a
+        // finite timestamp").
+        let err = error_of(
+            "SELECT * FROM flowtrack.billing_period('2026-01-01 00:00+00', '294276-12-31 00:00+00')",
+        );
+        assert!(err.starts_with("22008 at: is after 262142-12-31"), "{err}");
+        let err =
+            error_of("SELECT * FROM flowtrack.billing_period('infinity', '2026-01-01 00:00+00')");
+        assert!(
+            err.starts_with("22023 anchor: must be a finite timestamp"),
+            "{err}"
+        );
+    }
+
+    #[pg_test]
+    fn the_errors_carry_a_hint() {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+             DECLARE h text;
+             BEGIN EXECUTE q; RETURN NULL;
+             EXCEPTION WHEN OTHERS THEN GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT; RETURN h; END $$",
+        )
+        .unwrap();
+        let hint = Spi::get_one::<String>(
+            "SELECT pg_temp.hint_of('SELECT * FROM flowtrack.billing_period(''2026-01-01'', ''294276-12-31'')')",
+        )
+        .unwrap()
+        .unwrap_or_default();
+        assert!(hint.contains("262142 AD"), "{hint}");
+    }
+
+    #[pg_test]
+    fn quota_functions_run_as_their_caller() {
+        let definer = Spi::get_one::<bool>(
+            "SELECT bool_or(prosecdef) FROM pg_catalog.pg_proc
+              WHERE oid IN ('flowtrack.consume_quota(uuid, text, bigint, text)'::regprocedure,
+                            'flowtrack.check_quota(uuid, text, bigint)'::regprocedure)",
+        )
+        .unwrap();
+        assert_eq!(definer, Some(false));
+        let volatility = Spi::get_one::<String>(
+            "SELECT provolatile::text FROM pg_catalog.pg_proc
+              WHERE oid = 'flowtrack.check_quota(uuid, text, bigint)'::regprocedure",
+        )
+        .unwrap();
+        assert_eq!(volatility.as_deref(), Some("s"));
     }
 
     #[pg_test(error = "amount: must be a positive integer, got 0")]

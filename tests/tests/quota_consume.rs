@@ -1,9 +1,11 @@
-//! consume_quota's executor-free path (extension/src/quota/direct.rs) must
-//! leave exactly what the SQL statement it replaces would: the same row, the
-//! same event in the same partition, complete indexes, and the same
-//! behaviour under concurrency at each isolation level.
+//! consume_quota's writes are ordinary SQL through the executor: the event
+//! lands where tuple routing puts it, one statement can count twice, a
+//! concurrent caller waits and counts on the latest row version (READ
+//! COMMITTED) or gets a serialization failure (REPEATABLE READ), triggers
+//! fire, a read-only transaction refuses the write, and nothing runs as the
+//! superuser who created the extension.
 
-use flowtrack_tests::{connect, fixtures};
+use flowtrack_tests::{connect, fixtures, pgrst, Request};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -34,7 +36,7 @@ async fn events(db: &Client, ws: Uuid) -> i64 {
 }
 
 #[tokio::test]
-async fn the_event_is_the_row_the_sql_insert_would_write() {
+async fn the_event_lands_where_tuple_routing_puts_it() {
     let db = connect().await;
     let t = fixtures::tenant(&db, "pro").await;
     db.batch_execute("BEGIN").await.unwrap();
@@ -93,56 +95,6 @@ async fn one_statement_can_count_twice() {
 }
 
 #[tokio::test]
-async fn indexes_stay_complete_when_updates_leave_the_page() {
-    let db = connect().await;
-    let t = fixtures::tenant(&db, "pro").await;
-    // In one transaction no old version can be pruned, so the page fills and
-    // later versions go to other pages: updates that are not HOT, which need
-    // new entries in every index of usage_quotas.
-    db.batch_execute("BEGIN").await.unwrap();
-    for _ in 0..400 {
-        consume(&db, t.workspace_id).await.unwrap();
-    }
-    let not_hot: i64 = db
-        .query_one(
-            "SELECT n_tup_upd - n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = 'api.usage_quotas'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    db.batch_execute("COMMIT").await.unwrap();
-    assert!(not_hot > 0, "the test must exercise non-HOT updates");
-    assert_eq!(used(&db, t.workspace_id).await, 400);
-    assert_eq!(events(&db, t.workspace_id).await, 400);
-
-    // Every index agrees with its heap (amcheck, with heapallindexed).
-    db.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-        .await
-        .ok();
-    let indexes: Vec<String> = flowtrack_tests::column(
-        &db,
-        "SELECT i.indexrelid::regclass::text
-           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
-          WHERE am.amname = 'btree'
-            AND (i.indrelid = 'api.usage_quotas'::regclass
-                 OR i.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'api.usage_events'::regclass))",
-        &[],
-    )
-    .await;
-    assert!(indexes.len() >= 3, "{indexes:?}");
-    for index in &indexes {
-        db.execute("SELECT bt_index_check($1::text::regclass, true)", &[index])
-            .await
-            .unwrap_or_else(|e| panic!("{index}: {e}"));
-    }
-    // And the index finds the row the heap has.
-    db.batch_execute("SET enable_seqscan = off").await.unwrap();
-    assert_eq!(used(&db, t.workspace_id).await, 400);
-    db.batch_execute("RESET enable_seqscan").await.unwrap();
-}
-
-#[tokio::test]
 async fn read_committed_waits_and_counts_on_the_latest_version() {
     let a = connect().await;
     let b = connect().await;
@@ -178,33 +130,69 @@ async fn repeatable_read_reports_a_serialization_failure() {
 }
 
 #[tokio::test]
-async fn a_trigger_on_the_quota_table_sends_calls_through_sql() {
+async fn triggers_on_the_quota_table_fire_and_see_the_owner_not_the_superuser() {
     let db = connect().await;
     let t = fixtures::tenant(&db, "pro").await;
-    // The direct path would skip a user trigger, so with one present the
-    // call must take the SQL statement, which fires it. All rolled back.
+    // A user trigger on usage_quotas fires for every count, and records the
+    // role the UPDATE ran as: flowtrack_owner, through the SECURITY DEFINER
+    // wrapper, not the superuser who ran CREATE EXTENSION (as it was while
+    // flowtrack.consume_quota was SECURITY DEFINER). All rolled back.
     db.batch_execute(
         "BEGIN;
-         CREATE TEMP TABLE fired (workspace_id uuid);
+         CREATE TEMP TABLE fired (workspace_id uuid, role name);
+         GRANT INSERT ON fired TO flowtrack_owner;
          CREATE FUNCTION public.flowtrack_test_quota_fired() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO fired VALUES (NEW.workspace_id); RETURN NULL; END $$;
+         BEGIN INSERT INTO pg_temp.fired VALUES (NEW.workspace_id, current_user); RETURN NULL; END $$;
          CREATE TRIGGER flowtrack_test_quota_fired AFTER UPDATE ON api.usage_quotas
              FOR EACH ROW EXECUTE FUNCTION public.flowtrack_test_quota_fired();",
     )
     .await
     .unwrap();
     assert_eq!(consume(&db, t.workspace_id).await.unwrap(), 1);
-    let fired: i64 = db
-        .query_one(
-            "SELECT count(*) FROM fired WHERE workspace_id = $1",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let roles: Vec<String> = flowtrack_tests::column(
+        &db,
+        "SELECT role::text FROM fired WHERE workspace_id = $1",
+        &[&t.workspace_id],
+    )
+    .await;
     assert_eq!(events(&db, t.workspace_id).await, 1);
     db.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(fired, 1, "the trigger fired: the SQL path ran");
+    assert_eq!(
+        roles,
+        ["flowtrack_owner"],
+        "the trigger fired once, for the owner"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_transaction_counts_nothing() {
+    let mut db = connect().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    // The executor refuses writes in a READ ONLY transaction. (The hand-made
+    // heap writes this replaced rewrote the quota row without asking; only
+    // nextval()'s own check, for the event's id, then stopped the call.)
+    db.batch_execute("BEGIN READ ONLY").await.unwrap();
+    let err = consume(&db, t.workspace_id).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
+    db.batch_execute("ROLLBACK").await.unwrap();
+    // The same through the API: a GET runs read-only, so recording usage by
+    // GET is refused (HTTP 405) and nothing is counted.
+    let get = Request::with_claims(t.claims("member")).path("/rpc/record_usage");
+    let err = pgrst(
+        &mut db,
+        &get,
+        "SELECT * FROM api.record_usage('ai_tokens', 5)",
+        &[],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (405, "25006"), "{err}");
+    assert_eq!(used(&db, t.workspace_id).await, 0);
+    assert_eq!(
+        fixtures::quota_used(&db, t.workspace_id, "ai_tokens").await,
+        0
+    );
+    assert_eq!(events(&db, t.workspace_id).await, 0);
 }
 
 #[tokio::test]
