@@ -41,7 +41,7 @@ COMMENT ON FUNCTION internal.enqueue_job(text, jsonb, uuid, timestamptz, integer
 
 CREATE FUNCTION internal.claim_jobs(worker text, n integer, lease interval DEFAULT '5 minutes')
 RETURNS SETOF internal.jobs
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs j
        SET status = 'running', attempts = j.attempts + 1, locked_by = worker, locked_until = now() + lease
       FROM (SELECT id FROM internal.jobs
@@ -57,7 +57,7 @@ COMMENT ON FUNCTION internal.claim_jobs(text, integer, interval) IS
 
 CREATE FUNCTION internal.complete_job(job_id uuid, worker text, result jsonb)
 RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs
        SET status = 'succeeded', result = complete_job.result, finished_at = now(),
            locked_by = NULL, locked_until = NULL, last_error = NULL
@@ -69,7 +69,7 @@ COMMENT ON FUNCTION internal.complete_job(uuid, text, jsonb) IS
 
 CREATE FUNCTION internal.fail_job(job_id uuid, worker text, error text, retry boolean, result jsonb DEFAULT NULL)
 RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE internal.jobs
        SET status = CASE WHEN retry AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,
            -- Exponential backoff: 10 s, 20 s, 40 s ... capped at one hour, with 0-25% jitter.
@@ -86,7 +86,7 @@ COMMENT ON FUNCTION internal.fail_job(uuid, text, text, boolean, jsonb) IS
 
 CREATE FUNCTION internal.reap_stuck_jobs()
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     WITH reaped AS (
         UPDATE internal.jobs
            SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,

@@ -21,7 +21,7 @@ SET LOCAL ROLE flowtrack_owner;
 -- Period counters restart at zero; gauges carry over. Idempotent.
 CREATE FUNCTION internal.sync_quotas(ws uuid)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     sub record;
@@ -138,7 +138,7 @@ COMMENT ON FUNCTION internal.quota_refusal(uuid, text, bigint, bigint, bigint, b
 -- the migrations' superuser call it: no role is granted EXECUTE.
 CREATE FUNCTION internal.consume_quota(ws uuid, key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
 RETURNS flowtrack.quota_outcome
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     r flowtrack.quota_outcome;
@@ -160,7 +160,7 @@ COMMENT ON FUNCTION internal.consume_quota(uuid, text, bigint, text) IS
 CREATE FUNCTION internal.check_quota(ws uuid, key text, amount bigint DEFAULT 1,
                                      OUT allowed boolean, OUT used bigint, OUT limit_value bigint,
                                      OUT remaining bigint, OUT resets_at timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 BEGIN
     PERFORM flowtrack.act_for(ws, 'viewer');
@@ -174,7 +174,7 @@ COMMENT ON FUNCTION internal.check_quota(uuid, text, bigint) IS
 
 CREATE FUNCTION internal.release_quota(ws uuid, key text, amount bigint DEFAULT 1)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     now_used bigint;

@@ -11,7 +11,7 @@ SET LOCAL ROLE flowtrack_owner;
 -- non-membership get the same answer, so nothing leaks about other tenants.
 CREATE FUNCTION auth.check_membership()
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     role_claim text := flowtrack.jwt_claim('role');
@@ -59,7 +59,7 @@ COMMENT ON FUNCTION auth.check_membership() IS
 -- version may switch role (0017: API keys), which SECURITY DEFINER forbids.
 CREATE FUNCTION auth.check_request()
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, auth, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM auth.check_membership();
 END
@@ -102,7 +102,7 @@ COMMENT ON FUNCTION internal.require_workspace(boolean) IS 'The caller''s worksp
 
 CREATE FUNCTION api.check_quota(quota_key text, amount bigint DEFAULT 1)
 RETURNS TABLE (allowed boolean, used bigint, limit_value bigint, remaining bigint, resets_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT * FROM internal.check_quota(internal.require_workspace(), quota_key, amount)
 $$;
 COMMENT ON FUNCTION api.check_quota(text, bigint) IS
@@ -111,7 +111,7 @@ GRANT EXECUTE ON FUNCTION api.check_quota(text, bigint) TO authenticated;
 
 CREATE FUNCTION api.record_usage(quota_key text, amount bigint DEFAULT 1, idempotency_key text DEFAULT NULL)
 RETURNS TABLE (used bigint, limit_value bigint, remaining bigint, resets_at timestamptz, replayed boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
 BEGIN
@@ -147,7 +147,7 @@ COMMENT ON FUNCTION internal.lock_workflow(uuid) IS 'The caller''s workflow, row
 
 CREATE FUNCTION api.activate_workflow(workflow_id uuid)
 RETURNS api.workflows
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN
@@ -169,7 +169,7 @@ GRANT EXECUTE ON FUNCTION api.activate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.deactivate_workflow(workflow_id uuid)
 RETURNS api.workflows
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN

@@ -37,7 +37,7 @@ COMMENT ON TABLE api.leads IS
 CREATE TRIGGER touch BEFORE UPDATE ON api.leads FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 CREATE FUNCTION internal.adjust_leads_quota(ws uuid, delta bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF delta > 0 THEN
         PERFORM internal.consume_quota(ws, 'leads', delta);
@@ -75,7 +75,7 @@ CREATE TRIGGER check_deleted_at BEFORE INSERT OR UPDATE OF deleted_at ON api.lea
 -- leads is one quota update of n. One function per event because a
 -- transition table exists only for the events that define it.
 CREATE FUNCTION internal.count_inserted_leads() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.adjust_leads_quota(workspace_id, count(*))
        FROM new_rows WHERE deleted_at IS NULL GROUP BY workspace_id;
@@ -85,7 +85,7 @@ $$;
 COMMENT ON FUNCTION internal.count_inserted_leads() IS 'AFTER INSERT: counts new leads against the leads quota.';
 
 CREATE FUNCTION internal.count_updated_leads() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.adjust_leads_quota(n.workspace_id, sum(CASE WHEN o.deleted_at IS NULL THEN -1 ELSE 1 END))
        FROM old_rows o JOIN new_rows n ON n.id = o.id
@@ -97,7 +97,7 @@ $$;
 COMMENT ON FUNCTION internal.count_updated_leads() IS 'AFTER UPDATE: soft delete frees a leads slot, undelete takes one.';
 
 CREATE FUNCTION internal.count_deleted_leads() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.adjust_leads_quota(workspace_id, -count(*))
        FROM old_rows WHERE deleted_at IS NULL GROUP BY workspace_id;

@@ -5,7 +5,7 @@ SET LOCAL ROLE flowtrack_owner;
 -- Each email send job takes one email_sends_per_month unit when it is
 -- queued, in the same transaction: over the plan, the job is not created.
 CREATE FUNCTION internal.meter_email_job() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.workspace_id IS NULL THEN
         RAISE EXCEPTION 'workspace_id: an email job must name the workspace it is sent for'
@@ -24,7 +24,7 @@ CREATE TRIGGER meter_email BEFORE INSERT ON internal.jobs
 -- current period's events; gauges sum every event ever recorded for them.
 CREATE FUNCTION internal.reconcile_quotas(ws uuid DEFAULT NULL, repair boolean DEFAULT true)
 RETURNS TABLE (workspace_id uuid, quota_key text, recorded bigint, recomputed bigint, drift bigint, repaired boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q record;
     total bigint;

@@ -263,7 +263,7 @@ CREATE TRIGGER touch BEFORE UPDATE ON api.connections FOR EACH ROW EXECUTE FUNCT
 -- A friendlier refusal than the bare foreign-key error, and no new
 -- connections to an app taken out of the catalog.
 CREATE FUNCTION internal.check_connection_integration() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, api, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     active boolean;
 BEGIN
@@ -317,7 +317,7 @@ COMMENT ON FUNCTION internal.connection_secret_aad(uuid) IS
 
 -- Soft-deleting a connection destroys its credentials in the same statement.
 CREATE FUNCTION internal.forget_connection_secret() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM internal.connection_secrets s WHERE s.connection_id = NEW.id;
     NEW.credentials_updated_at := NULL;
@@ -332,7 +332,7 @@ CREATE TRIGGER forget_secret BEFORE UPDATE OF deleted_at ON api.connections
 
 CREATE FUNCTION api.save_connection_secret(connection_id uuid, secret jsonb)
 RETURNS api.connections
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     c api.connections;
@@ -381,7 +381,7 @@ GRANT EXECUTE ON FUNCTION api.save_connection_secret(uuid, jsonb) TO authenticat
 -- The worker's only way to a plaintext credential: one connection at a time.
 CREATE FUNCTION internal.connection_secret(connection_id uuid)
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     s internal.connection_secrets;
@@ -414,7 +414,7 @@ GRANT EXECUTE ON FUNCTION internal.connection_secret(uuid) TO flowtrack_worker;
 -- superuser (the operator) runs it.
 CREATE FUNCTION internal.rotate_secrets(new_key_id text DEFAULT NULL, workspace_id uuid DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, internal, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     target text := coalesce(new_key_id, flowtrack.active_key_id());
     n bigint;

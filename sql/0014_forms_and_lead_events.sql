@@ -148,7 +148,7 @@ SELECT internal.ensure_monthly_partitions('api.lead_events'::regclass);
 -- Denormalised activity timestamps on leads, kept by statement-level
 -- triggers so a bulk import is one UPDATE per lead, not per event.
 CREATE FUNCTION internal.touch_lead_activity() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE api.leads l
        SET last_activity_at = greatest(l.last_activity_at, e.last_at),
@@ -166,7 +166,7 @@ CREATE TRIGGER touch_activity AFTER INSERT ON api.lead_events
 
 -- Status changes are lead events too.
 CREATE FUNCTION internal.log_lead_status() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO api.lead_events (workspace_id, lead_id, event_type, source, payload, actor_user_id)
     VALUES (NEW.workspace_id, NEW.id, 'STATUS_CHANGED',
@@ -183,7 +183,7 @@ CREATE TRIGGER log_status AFTER UPDATE OF status ON api.leads
 -- read into every execution that concerns it, so JSON the engine cannot
 -- parse would fail all of them, whoever wrote it.
 CREATE FUNCTION internal.check_lead_payload() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.check_payload_size('custom_fields', NEW.custom_fields);
     PERFORM internal.check_json_depth('custom_fields', NEW.custom_fields);
@@ -206,7 +206,7 @@ GRANT INSERT (workspace_id, lead_id, event_type, source, payload) ON api.lead_ev
 -- RLS hides every workspace from the owner role, so resolving it is the job
 -- of a separate role that bypasses RLS and can do nothing else.
 CREATE FUNCTION internal.workspace_by_slug(slug text) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT w.id FROM api.workspaces w WHERE w.slug = workspace_by_slug.slug AND w.deleted_at IS NULL
 $$;
 COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
@@ -215,7 +215,7 @@ COMMENT ON FUNCTION internal.workspace_by_slug(text) IS
 -- The public entry point: POST /rpc/submit_form as anon.
 CREATE FUNCTION api.submit_form(workspace_slug text, form_slug text, fields jsonb, submission_id text DEFAULT NULL)
 RETURNS TABLE (submission text, accepted boolean, executions_started integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     f api.forms;

@@ -81,7 +81,7 @@ GRANT SELECT ON api.webhook_deliveries TO authenticated;
 -- Outbound: fan an event out to every subscribed endpoint of the workspace,
 -- as deliveries plus jobs in the caller's transaction.
 CREATE FUNCTION internal.emit_event(ws uuid, event_type text, data jsonb) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ep record;
@@ -111,7 +111,7 @@ COMMENT ON FUNCTION internal.emit_event(uuid, text, jsonb) IS
   'Queues a delivery of event_type to every active endpoint of the workspace subscribed to it. Returns how many.';
 
 CREATE FUNCTION internal.emit_lead_created() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.emit_event(n.workspace_id, 'lead.created', to_jsonb(n)) FROM new_rows n;
     RETURN NULL;
@@ -122,7 +122,7 @@ CREATE TRIGGER emit_created AFTER INSERT ON api.leads
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION internal.emit_lead_created();
 
 CREATE FUNCTION internal.emit_lead_status_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM internal.emit_event(NEW.workspace_id, 'lead.status_changed',
                                 jsonb_build_object('lead', to_jsonb(NEW), 'from', OLD.status, 'to', NEW.status));
@@ -135,7 +135,7 @@ CREATE TRIGGER emit_status_changed AFTER UPDATE OF status ON api.leads
 
 -- The worker reports on the job; the delivery row follows it.
 CREATE FUNCTION internal.track_delivery() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 BEGIN
     PERFORM flowtrack.act_for(NEW.workspace_id, 'owner');
@@ -189,7 +189,7 @@ COMMENT ON FUNCTION internal.require_hook_manager() IS 'The caller''s workspace 
 
 CREATE FUNCTION api.create_inbound_webhook(workflow_id uuid, provider text DEFAULT 'generic')
 RETURNS TABLE (id uuid, token text, token_prefix text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_hook_manager();
@@ -218,7 +218,7 @@ GRANT EXECUTE ON FUNCTION api.create_inbound_webhook(uuid, text) TO authenticate
 
 CREATE FUNCTION api.rotate_inbound_webhook(webhook_id uuid)
 RETURNS TABLE (id uuid, token text, token_prefix text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_hook_manager();
@@ -242,7 +242,7 @@ GRANT EXECUTE ON FUNCTION api.rotate_inbound_webhook(uuid) TO authenticated;
 
 -- Inbound: POST /rpc/receive_webhook as anon.
 CREATE FUNCTION internal.inbound_webhook_by_token(token text) RETURNS TABLE (id uuid, workspace_id uuid, workflow_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT h.id, h.workspace_id, h.workflow_id FROM api.inbound_webhooks h
      WHERE h.token_hash = internal.inbound_token_hash(inbound_webhook_by_token.token) AND h.is_active
 $$;
@@ -251,7 +251,7 @@ COMMENT ON FUNCTION internal.inbound_webhook_by_token(text) IS
 
 CREATE FUNCTION api.receive_webhook(token text, payload jsonb DEFAULT '{}', event_id text DEFAULT NULL)
 RETURNS TABLE (accepted boolean, execution_id uuid, duplicate boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     hook record;

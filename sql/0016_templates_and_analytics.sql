@@ -113,7 +113,7 @@ COMMENT ON COLUMN api.workflow_templates.popularity IS
 
 CREATE FUNCTION api.create_workflow_from_template(template_slug text, name text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     t api.workflow_templates;

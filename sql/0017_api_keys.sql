@@ -63,7 +63,7 @@ GRANT SELECT (id, workspace_id, created_by, name, prefix, scopes, last_used_at, 
 
 CREATE FUNCTION api.create_api_key(name text, scopes text[], expires_at timestamptz DEFAULT NULL)
 RETURNS TABLE (id uuid, key text, prefix text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, auth, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     secret text := 'ft_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
@@ -95,7 +95,7 @@ GRANT EXECUTE ON FUNCTION api.create_api_key(text, text[], timestamptz) TO authe
 
 -- Key lookup crosses tenants (the key is all we have), so the resolver owns it.
 CREATE FUNCTION auth.api_key_claims(presented text) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT jsonb_build_object(
                'role', 'authenticated',
                'sub', k.created_by,
@@ -112,7 +112,7 @@ COMMENT ON FUNCTION auth.api_key_claims(text) IS
   'Claims for a valid, unrevoked, unexpired API key, or NULL. Keys act as member (any write scope) or viewer. Owned by flowtrack_resolver.';
 
 CREATE FUNCTION auth.touch_api_key(key_id uuid) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE api.api_keys SET last_used_at = now()
      WHERE id = key_id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
 $$;
@@ -136,7 +136,7 @@ COMMENT ON FUNCTION auth.scopes_allow(text[], text, text) IS
 
 -- The hook grows API keys: verify the key, then become its claims.
 CREATE OR REPLACE FUNCTION auth.check_request() RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, auth, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     presented text := nullif(current_setting('request.headers', true), '')::json ->> 'x-api-key';
     claims jsonb;

@@ -85,7 +85,7 @@ COMMENT ON FUNCTION internal.client_ip() IS
 -- TG_ARGV[0]: entity type; TG_ARGV[1..]: columns never copied into the log
 -- (hashes, secrets). Changes to bookkeeping columns alone are not logged.
 CREATE FUNCTION internal.audit() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     hidden text[] := TG_ARGV[1:];

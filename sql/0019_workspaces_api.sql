@@ -21,7 +21,7 @@ CREATE TRIGGER check_email BEFORE INSERT OR UPDATE OF email ON api.leads
 
 CREATE FUNCTION api.create_workspace(name text, slug text, plan text DEFAULT 'free')
 RETURNS api.workspaces
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     me uuid := flowtrack.current_user_id();
@@ -68,7 +68,7 @@ GRANT EXECUTE ON FUNCTION api.create_workspace(text, text, text) TO authenticate
 -- webhook or this call; the id is the JWT subject.
 CREATE FUNCTION api.register_user(email text, full_name text DEFAULT NULL)
 RETURNS api.users
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     me uuid := flowtrack.current_user_id();
     u api.users;

@@ -95,7 +95,7 @@ COMMENT ON FUNCTION internal.settings_problems(api.workflows) IS
 
 CREATE FUNCTION api.validate_workflow(workflow_id uuid)
 RETURNS TABLE (code text, node text, edge text, message text, hint text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT v.* FROM internal.find_workflow(workflow_id) w,
            LATERAL (SELECT * FROM flowtrack.validate_graph(internal.workflow_graph(w.id)::text)
                     UNION ALL SELECT * FROM internal.settings_problems(w)) v
@@ -106,7 +106,7 @@ GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)
 RETURNS TABLE (version integer, problems integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
     graph jsonb := internal.workflow_graph(w.id);
@@ -187,7 +187,7 @@ COMMENT ON FUNCTION internal.check_import_size(text, text) IS
 
 CREATE FUNCTION api.import_react_flow(workflow_id uuid, flow jsonb)
 RETURNS TABLE (nodes integer, edges integer)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows := internal.lock_workflow(workflow_id);
 BEGIN
@@ -205,7 +205,7 @@ COMMENT ON FUNCTION api.import_react_flow(uuid, jsonb) IS
 GRANT EXECUTE ON FUNCTION api.import_react_flow(uuid, jsonb) TO authenticated;
 
 CREATE FUNCTION api.export_react_flow(workflow_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT flowtrack.react_flow_join(jsonb_build_object(
         'viewport', w.viewport,
         'nodes', coalesce((SELECT jsonb_agg(to_jsonb(n)) FROM api.workflow_nodes n WHERE n.workflow_id = w.id), '[]'),
@@ -218,7 +218,7 @@ GRANT EXECUTE ON FUNCTION api.export_react_flow(uuid) TO authenticated;
 
 CREATE FUNCTION api.import_n8n(workflow jsonb, name text DEFAULT NULL)
 RETURNS TABLE (workflow_id uuid, nodes integer, problems jsonb)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 DECLARE
     ws uuid := internal.require_workspace(true);
     doc text := workflow::text;
@@ -244,7 +244,7 @@ COMMENT ON FUNCTION api.import_n8n(jsonb, text) IS
 GRANT EXECUTE ON FUNCTION api.import_n8n(jsonb, text) TO authenticated;
 
 CREATE FUNCTION api.workflow_order(workflow_id uuid) RETURNS TABLE ("position" integer, node text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT o.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.topological_order(internal.workflow_graph(w.id)::text) o
 $$;
@@ -253,7 +253,7 @@ GRANT EXECUTE ON FUNCTION api.workflow_order(uuid) TO authenticated;
 
 CREATE FUNCTION api.explain_workflow(workflow_id uuid, context jsonb DEFAULT '{}')
 RETURNS TABLE (node text, node_type text, runs boolean, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT x.* FROM internal.find_workflow(workflow_id) w,
            flowtrack.explain(internal.workflow_graph(w.id)::text, context::text) x
 $$;
@@ -263,7 +263,7 @@ GRANT EXECUTE ON FUNCTION api.explain_workflow(uuid, jsonb) TO authenticated;
 
 CREATE FUNCTION api.explain_execution(execution_id uuid)
 RETURNS TABLE (node text, node_type text, runs boolean, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT x.* FROM api.workflow_executions e
       JOIN api.workflow_versions v ON v.workflow_id = e.workflow_id AND v.version = e.version
      CROSS JOIN flowtrack.explain(v.graph::text, e.context::text) x
@@ -281,7 +281,7 @@ GRANT EXECUTE ON FUNCTION api.explain_execution(uuid) TO authenticated;
 CREATE FUNCTION internal.start_execution(ws uuid, workflow_id uuid, trigger_type text, payload jsonb,
                                                     idempotency_key text, lead_id uuid DEFAULT NULL,
                                                     OUT execution_id uuid, OUT created boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows;
@@ -351,7 +351,7 @@ COMMENT ON FUNCTION internal.start_execution(uuid, uuid, text, jsonb, text, uuid
 
 CREATE FUNCTION api.start_execution(workflow_id uuid, payload jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL)
 RETURNS TABLE (execution_id uuid, created boolean)
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     SELECT * FROM internal.start_execution(internal.require_workspace(true), workflow_id, 'manual', payload,
                                            coalesce(idempotency_key, gen_random_uuid()::text))
 $$;
@@ -362,14 +362,14 @@ GRANT EXECUTE ON FUNCTION api.start_execution(uuid, jsonb, text) TO authenticate
 -- Steps are reached by id from the worker and pg_cron, which act for no
 -- workspace yet: the resolver (BYPASSRLS, nothing else) tells which.
 CREATE FUNCTION internal.step_workspace(step_id uuid) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT s.workspace_id FROM api.execution_steps s WHERE s.id = step_id
 $$;
 COMMENT ON FUNCTION internal.step_workspace(uuid) IS
   'The workspace of an execution step, or NULL. Owned by flowtrack_resolver (BYPASSRLS).';
 
 CREATE FUNCTION internal.due_steps(n integer) RETURNS TABLE (id uuid, workspace_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT s.id, s.workspace_id FROM api.execution_steps s
      WHERE s.status = 'scheduled' AND s.run_at <= now() ORDER BY s.run_at LIMIT n
 $$;
@@ -391,7 +391,7 @@ $$;
 COMMENT ON FUNCTION internal.require_step_workspace(uuid) IS 'The workspace that owns the step (PT404 when there is none).';
 
 CREATE FUNCTION internal.complete_step(step_id uuid, output jsonb DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 BEGIN
     PERFORM flowtrack.act_for(internal.require_step_workspace(step_id), 'owner');
@@ -402,7 +402,7 @@ COMMENT ON FUNCTION internal.complete_step(uuid, jsonb) IS
   'Worker-facing: a waiting step is done (job succeeded, delay over); the graph carries on from it in this transaction. Returns the execution status. 55000 when the step was already closed.';
 
 CREATE FUNCTION internal.fail_step(step_id uuid, error text) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 BEGIN
     PERFORM flowtrack.act_for(internal.require_step_workspace(step_id), 'owner');
@@ -443,7 +443,7 @@ COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
 -- A job that carries a step id finishes its step: the worker's
 -- complete_job / fail_job (dead-lettered) continue the graph.
 CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     step uuid := (NEW.payload ->> 'step_id')::uuid;
@@ -477,7 +477,7 @@ CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
     EXECUTE FUNCTION internal.finish_step_of_job();
 
 CREATE FUNCTION internal.run_due_steps(n integer DEFAULT 1000) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
     due record;
