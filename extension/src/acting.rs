@@ -36,9 +36,10 @@ thread_local! {
     static KEY: OnceCell<[u8; 32]> = const { OnceCell::new() };
 }
 
-fn tag(workspace: &str, role: &str) -> String {
+/// This backend's sealing key.
+fn key() -> [u8; 32] {
     KEY.with(|cell| {
-        let key = cell.get_or_init(|| {
+        *cell.get_or_init(|| {
             let mut k = [0u8; 32];
             getrandom::fill(&mut k).unwrap_or_else(|e| {
                 raise(
@@ -49,29 +50,34 @@ fn tag(workspace: &str, role: &str) -> String {
                 )
             });
             k
-        });
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(workspace.as_bytes());
-        mac.update(b"/");
-        mac.update(role.as_bytes());
-        let bytes = mac.finalize().into_bytes();
-        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+        })
     })
 }
 
+/// The tag of `workspace/role` under `key`: the first 16 bytes of the
+/// HMAC-SHA256, in hex.
+fn tag(key: &[u8; 32], workspace: &str, role: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(workspace.as_bytes());
+    mac.update(b"/");
+    mac.update(role.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `ws/role/tag` for a workspace id and a role.
-fn seal(workspace: &str, role: &str) -> String {
-    format!("{workspace}/{role}/{}", tag(workspace, role))
+fn seal(key: &[u8; 32], workspace: &str, role: &str) -> String {
+    format!("{workspace}/{role}/{}", tag(key, workspace, role))
 }
 
 /// The workspace and role of a sealed value, when its tag verifies.
-fn open(value: &str) -> Option<(String, String)> {
+fn open(key: &[u8; 32], value: &str) -> Option<(String, String)> {
     let mut parts = value.splitn(3, '/');
     let (ws, role, got) = (parts.next()?, parts.next()?, parts.next()?);
     if !ROLES.contains(&role) {
         return None;
     }
-    let want = tag(ws, role);
+    let want = tag(key, ws, role);
     // Constant-time comparison: the tag is a secret-derived value.
     let same = want.len() == got.len()
         && want
@@ -85,7 +91,7 @@ fn open(value: &str) -> Option<(String, String)> {
 /// The override in force, when one is set and genuine. A forged or stale
 /// value counts as no override at all (the caller then acts on its claims).
 pub fn current() -> Option<(String, String)> {
-    open(&guc::get(SETTING)?)
+    open(&key(), &guc::get(SETTING)?)
 }
 
 /// Act for workspace `ws` with `role` until the calling function returns.
@@ -103,7 +109,7 @@ fn act_for(ws: pgrx::Uuid, role: &str) {
         );
     }
     let ws = ws.to_string();
-    guc::set_local(SETTING, &seal(&ws, role));
+    guc::set_local(SETTING, &seal(&key(), &ws, role));
 }
 
 extension_sql!(
@@ -115,34 +121,38 @@ COMMENT ON FUNCTION flowtrack.act_for(uuid, text) IS
     requires = [act_for]
 );
 
+// Pure tests: they pass a key, so nothing here reaches Postgres (the test
+// binary cannot link what raise() calls).
 #[cfg(test)]
 mod unit {
     use super::{open, seal};
 
+    const KEY: [u8; 32] = [7; 32];
+    const WS: &str = "7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f";
+
     #[test]
     fn a_sealed_value_opens_to_what_was_sealed() {
-        let ws = "7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f";
         assert_eq!(
-            open(&seal(ws, "member")),
-            Some((ws.to_string(), "member".to_string()))
+            open(&KEY, &seal(&KEY, WS, "member")),
+            Some((WS.to_string(), "member".to_string()))
         );
     }
 
     #[test]
     fn tampering_with_any_part_breaks_the_seal() {
-        let ws = "7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f";
-        let sealed = seal(ws, "viewer");
+        let sealed = seal(&KEY, WS, "viewer");
         let tag = sealed.rsplit('/').next().unwrap();
-        // Another workspace, a higher role, a bare id, a guessed tag.
-        assert_eq!(
-            open(&format!(
-                "00000000-0000-0000-0000-000000000002/viewer/{tag}"
-            )),
-            None
-        );
-        assert_eq!(open(&format!("{ws}/owner/{tag}")), None);
-        assert_eq!(open(ws), None);
-        assert_eq!(open(&format!("{ws}/viewer/{}", "0".repeat(32))), None);
-        assert_eq!(open(&format!("{ws}/root/{tag}")), None);
+        // Another workspace, a higher role, a bare id, a guessed tag, an
+        // unknown role, another backend's key.
+        for forged in [
+            format!("00000000-0000-0000-0000-000000000002/viewer/{tag}"),
+            format!("{WS}/owner/{tag}"),
+            WS.to_string(),
+            format!("{WS}/viewer/{}", "0".repeat(32)),
+            format!("{WS}/root/{tag}"),
+        ] {
+            assert_eq!(open(&KEY, &forged), None, "{forged}");
+        }
+        assert_eq!(open(&[8; 32], &sealed), None);
     }
 }
