@@ -162,7 +162,6 @@ async fn no_quota_function_runs_as_a_superuser() {
             AND p.prosecdef AND r.rolname = 'flowtrack_owner' AND NOT r.rolsuper
             AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
             AND 'flowtrack.workspace_id=' = ANY (p.proconfig)
-            AND 'flowtrack.workspace_role=' = ANY (p.proconfig)
           ORDER BY 1",
         &[],
     )
