@@ -158,7 +158,8 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         INSERT INTO api.api_keys (workspace_id, created_by, name, prefix, key_hash, scopes)
         VALUES ('{ws}', '{owner}', 'ci', 'ft_populated', sha256(convert_to('{ws}', 'UTF8')), '{{leads:read}}');
         SELECT internal.consume_quota('{ws}', 'ai_tokens', 10);
-        INSERT INTO api.workspace_daily_stats (workspace_id, day, leads_created) VALUES ('{ws}', current_date, 1);
+        INSERT INTO api.workspace_daily_stats (workspace_id, day, leads_created) VALUES ('{ws}', current_date, 1)
+            ON CONFLICT (workspace_id, day) DO UPDATE SET leads_created = excluded.leads_created;
         INSERT INTO api.subscriptions (workspace_id, plan_id, stripe_customer_id)
         SELECT '{ws}', plan_id, 'cus_{tag}' FROM api.workspaces WHERE id = '{ws}';
         UPDATE api.workspaces SET name = name || ' (populated)' WHERE id = '{ws}';
