@@ -63,6 +63,22 @@ COMMENT ON SCHEMA partitions IS 'Partitions of time-partitioned tables. Reached 
 CREATE EXTENSION IF NOT EXISTS flowtrack;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 CREATE EXTENSION IF NOT EXISTS citext;
+-- citext is a data type, not code of ours: its operators and casts run for
+-- every role that compares an email or a slug (a CHECK with ~ on citext is
+-- texticregexeq). The default privileges above withheld EXECUTE from its
+-- functions too, which refused every lead insert with 42501; give them back
+-- the EXECUTE every built-in type's functions have.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT d.objid::regprocedure FROM pg_depend d
+              WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'citext') LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
+    END LOOP;
+END
+$$;
 
 -- Policies call the tenancy readers as the requesting role.
 GRANT USAGE ON SCHEMA flowtrack TO anon, authenticated, flowtrack_worker, flowtrack_owner;
