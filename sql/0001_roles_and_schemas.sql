@@ -88,9 +88,12 @@ GRANT EXECUTE ON FUNCTION
     flowtrack.jwt_claim(text),
     flowtrack.current_user_id(),
     flowtrack.current_workspace_id(),
-    flowtrack.current_workspace_role()
+    flowtrack.current_workspace_role(),
+    flowtrack.key_scope_allows(text, text)
 TO anon, authenticated, flowtrack_worker, flowtrack_owner;
-GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) TO flowtrack_owner;
+GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text, text),
+                          flowtrack.enable_key_scope(oid, text)
+    TO flowtrack_owner;
 -- Only the owner's SECURITY DEFINER functions act for a workspace.
 GRANT EXECUTE ON FUNCTION flowtrack.act_for(uuid, text) TO flowtrack_owner;
 

@@ -141,6 +141,8 @@ CREATE POLICY users_self_or_comember ON api.users FOR SELECT USING (
     id = (SELECT flowtrack.current_user_id())
     OR id IN (SELECT m.user_id FROM api.workspace_members m)  -- already confined to the caller's workspace by RLS
 );
+-- People are nobody's API resource: no key reads or writes users.
+SELECT flowtrack.enable_key_scope('api.users'::regclass, NULL);
 CREATE POLICY users_update_self ON api.users FOR UPDATE
     USING (id = (SELECT flowtrack.current_user_id()))
     WITH CHECK (id = (SELECT flowtrack.current_user_id()));

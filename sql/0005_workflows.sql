@@ -102,10 +102,8 @@ COMMENT ON FUNCTION internal.forbid_version_change() IS 'Keeps workflow_versions
 CREATE TRIGGER immutable BEFORE UPDATE ON api.workflow_versions
     FOR EACH ROW EXECUTE FUNCTION internal.forbid_version_change();
 
-SELECT flowtrack.enable_tenant_isolation('api.workflows'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_nodes'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_edges'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_versions'::regclass);
+SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'workflows')
+  FROM unnest(ARRAY['api.workflows', 'api.workflow_nodes', 'api.workflow_edges', 'api.workflow_versions']::regclass[]) AS t;
 
 -- Status and published_version change only through publish/activate RPCs,
 -- which enforce validation and the active-workflow quota.

@@ -131,9 +131,9 @@ COMMENT ON FUNCTION internal.check_lead_payload() IS 'BEFORE INSERT/UPDATE on le
 CREATE TRIGGER check_payload BEFORE INSERT OR UPDATE OF custom_fields ON api.leads
     FOR EACH ROW EXECUTE FUNCTION internal.check_lead_payload();
 
-SELECT flowtrack.enable_tenant_isolation('api.forms'::regclass, ARRAY['owner', 'admin', 'member']);
-SELECT flowtrack.enable_tenant_isolation('api.form_fields'::regclass, ARRAY['owner', 'admin', 'member']);
-SELECT flowtrack.enable_tenant_isolation('api.lead_events'::regclass, ARRAY['owner', 'admin', 'member']);
+SELECT flowtrack.enable_tenant_isolation('api.forms'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'forms');
+SELECT flowtrack.enable_tenant_isolation('api.form_fields'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'forms');
+SELECT flowtrack.enable_tenant_isolation('api.lead_events'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'leads');
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.forms, api.form_fields TO authenticated;
 GRANT SELECT ON api.lead_events TO authenticated;
 GRANT INSERT (workspace_id, lead_id, event_type, source, payload) ON api.lead_events TO authenticated;

@@ -66,9 +66,8 @@ COMMENT ON TABLE api.webhook_deliveries IS
   'One row per event sent to an endpoint: HTTP status, response (first 2 KB), timing and attempts. Partitioned monthly.';
 SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
 
-SELECT flowtrack.enable_tenant_isolation('api.inbound_webhooks'::regclass, ARRAY['owner', 'admin']);
-SELECT flowtrack.enable_tenant_isolation('api.webhook_endpoints'::regclass, ARRAY['owner', 'admin']);
-SELECT flowtrack.enable_tenant_isolation('api.webhook_deliveries'::regclass, ARRAY['owner', 'admin']);
+SELECT flowtrack.enable_tenant_isolation(t, ARRAY['owner', 'admin'], key_scope => 'webhooks')
+  FROM unnest(ARRAY['api.inbound_webhooks', 'api.webhook_endpoints', 'api.webhook_deliveries']::regclass[]) AS t;
 GRANT SELECT, DELETE ON api.inbound_webhooks TO authenticated;
 GRANT INSERT (workspace_id, workflow_id, provider, is_active), UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.webhook_endpoints TO authenticated;

@@ -2,7 +2,10 @@
 -- SHA-256 hashes and shown once. A request carrying `X-Api-Key` (and no JWT)
 -- arrives as anon; the pre-request hook verifies the key, switches to the
 -- authenticated role with the key's workspace, and allows only the paths
--- its scopes cover.
+-- its scopes cover. The path is only the first gate: embedding crosses
+-- tables, so every table's own policies check the scope too (the key_scope_*
+-- policies that flowtrack.enable_tenant_isolation installs with the table's
+-- resource named below; extension/src/key_scope.rs).
 SELECT flowtrack.version();
 
 -- anon may switch to authenticated (the hook does, for a valid key) but
@@ -19,7 +22,7 @@ CREATE TABLE auth.api_key_scopes (
     rpc_write   text[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE auth.api_key_scopes IS
-  'What each API-key scope resource covers: tables (GET needs resource:read, other methods resource:write) and RPC paths.';
+  'What each API-key scope resource covers: tables (GET needs resource:read or :write, other methods resource:write) and RPC paths. Each tenant table names the same resource in its key_scope_* policies (a test keeps the two equal); tables listed nowhere are closed to keys.';
 INSERT INTO auth.api_key_scopes (resource, tables, rpc_read, rpc_write) VALUES
     ('workflows',  '{workflows,workflow_nodes,workflow_edges,workflow_versions}', '{}',
                    '{activate_workflow,deactivate_workflow,create_workflow_from_template}'),
@@ -118,7 +121,8 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api, pg_temp SET flo
 $$;
 COMMENT ON FUNCTION auth.touch_api_key(uuid) IS 'Records that a key was used (at most once a minute, to keep reads cheap).';
 
--- Is `path` with `method` covered by `scopes`?
+-- Is `path` with `method` covered by `scopes`? (Write includes read, as in
+-- flowtrack.key_scope_allows.)
 CREATE FUNCTION auth.scopes_allow(scopes text[], method text, path text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     WITH target AS (
@@ -127,8 +131,10 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (
         SELECT 1 FROM auth.api_key_scopes s, target t
          WHERE (NOT t.is_rpc AND t.name = ANY (s.tables)
-                AND (s.resource || CASE WHEN method IN ('GET', 'HEAD') THEN ':read' ELSE ':write' END) = ANY (scopes))
-            OR (t.is_rpc AND t.name = ANY (s.rpc_read) AND (s.resource || ':read') = ANY (scopes))
+                AND ((s.resource || ':write') = ANY (scopes)
+                     OR (method IN ('GET', 'HEAD') AND (s.resource || ':read') = ANY (scopes))))
+            OR (t.is_rpc AND t.name = ANY (s.rpc_read)
+                AND ((s.resource || ':read') = ANY (scopes) OR (s.resource || ':write') = ANY (scopes)))
             OR (t.is_rpc AND t.name = ANY (s.rpc_write) AND (s.resource || ':write') = ANY (scopes)))
 $$;
 COMMENT ON FUNCTION auth.scopes_allow(text[], text, text) IS

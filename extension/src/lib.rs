@@ -14,6 +14,7 @@ mod crypto;
 mod error;
 mod graph;
 mod guc;
+mod key_scope;
 mod quota;
 mod tenancy;
 
