@@ -153,6 +153,30 @@ GRANT SELECT, UPDATE (full_name, settings) ON api.users TO authenticated;
 GRANT SELECT, UPDATE (name, timezone, settings) ON api.workspaces TO authenticated;
 GRANT SELECT, INSERT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
 
+-- What clients may write in a tenant table: every column but those the
+-- server owns. A client-chosen id answered 23505 for another tenant's row and
+-- 201 for a fresh one, telling which ids exist (issue 9), so ids are always
+-- generated here; and a row never moves to another workspace.
+CREATE FUNCTION internal.grant_client_writes(tbl regclass, insert_except text[] DEFAULT '{id}',
+                                             update_except text[] DEFAULT '{id,workspace_id}')
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cols_insert text;
+    cols_update text;
+BEGIN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.attname <> ALL (insert_except)),
+           string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.attname <> ALL (update_except))
+      INTO cols_insert, cols_update
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity = '';
+    EXECUTE format('REVOKE INSERT, UPDATE ON %s FROM authenticated', tbl);
+    EXECUTE format('GRANT INSERT (%s), UPDATE (%s) ON %s TO authenticated', cols_insert, cols_update, tbl);
+END
+$$;
+COMMENT ON FUNCTION internal.grant_client_writes(regclass, text[], text[]) IS
+  'Grants authenticated INSERT on every column of a table but insert_except (default id) and UPDATE on every column but update_except (default id, workspace_id): ids are server-made, rows stay in their workspace. Columns added later are not granted until this runs again.';
+
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
 CREATE FUNCTION internal.enable_catalog_read(tbl regclass, visible text DEFAULT 'true')
 RETURNS void

@@ -95,4 +95,5 @@ CREATE TRIGGER count_deleted AFTER DELETE ON api.leads
     FOR EACH STATEMENT EXECUTE FUNCTION internal.count_deleted_leads();
 
 SELECT flowtrack.enable_tenant_isolation('api.leads'::regclass, key_scope => 'leads');
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.leads TO authenticated;
+GRANT SELECT, DELETE ON api.leads TO authenticated;
+SELECT internal.grant_client_writes('api.leads');

@@ -70,7 +70,8 @@ SELECT flowtrack.enable_tenant_isolation(t, ARRAY['owner', 'admin'], key_scope =
   FROM unnest(ARRAY['api.inbound_webhooks', 'api.webhook_endpoints', 'api.webhook_deliveries']::regclass[]) AS t;
 GRANT SELECT, DELETE ON api.inbound_webhooks TO authenticated;
 GRANT INSERT (workspace_id, workflow_id, provider, is_active), UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.webhook_endpoints TO authenticated;
+GRANT SELECT, DELETE ON api.webhook_endpoints TO authenticated;
+SELECT internal.grant_client_writes('api.webhook_endpoints');
 GRANT SELECT ON api.webhook_deliveries TO authenticated;
 
 -- Outbound: fan an event out to every subscribed endpoint of the workspace,
