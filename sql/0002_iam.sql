@@ -81,7 +81,7 @@ JOIN api.subscription_plans p ON p.code = l.plan;
 
 CREATE TABLE api.users (
     id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    email             citext NOT NULL UNIQUE
+    email             citext NOT NULL
                       CONSTRAINT users_email_format CHECK (email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$'),
     full_name         text CHECK (length(full_name) <= 200),
     external_auth_id  text UNIQUE,
@@ -94,6 +94,14 @@ CREATE TABLE api.users (
 );
 COMMENT ON TABLE api.users IS 'People who sign in. Global, not per workspace; visible to themselves and to co-members.';
 COMMENT ON COLUMN api.users.external_auth_id IS 'Identity-provider subject (e.g. Clerk user id).';
+-- Unique only once verified: a globally unique address made registration an
+-- oracle (issue 9: register_user answered "already registered" for anyone's
+-- email). An unverified address is the user's claim, not an identity.
+CREATE UNIQUE INDEX users_verified_email ON api.users (email) WHERE email_verified_at IS NOT NULL;
+COMMENT ON COLUMN api.users.email IS
+  'Contact address. Unique among verified addresses only (users_verified_email), so registering reveals nothing about other accounts.';
+COMMENT ON COLUMN api.users.email_verified_at IS
+  'When the identity provider confirmed the address; set out of band (provider webhook or operator), never by the user.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.users FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 CREATE TABLE api.workspaces (
@@ -128,7 +136,8 @@ CREATE TABLE api.workspace_members (
 CREATE INDEX workspace_members_user_id ON api.workspace_members (user_id);
 CREATE INDEX workspace_members_invited_by ON api.workspace_members (invited_by);
 CREATE UNIQUE INDEX workspace_members_one_owner ON api.workspace_members (workspace_id) WHERE role = 'owner';
-COMMENT ON TABLE api.workspace_members IS 'Who belongs to a workspace and as what: owner (one), admin, member or viewer.';
+COMMENT ON TABLE api.workspace_members IS
+  'Who belongs to a workspace and as what: owner (one, the workspace''s owner_user_id), admin, member or viewer. Rows are made by create_workspace and accept_invitation only (sql/0021_memberships.sql): nobody joins without consenting.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workspace_members FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 -- Isolation. Workspaces are keyed by their own id; only owners manage members.
@@ -137,6 +146,8 @@ SELECT flowtrack.enable_tenant_isolation('api.workspace_members'::regclass, ARRA
 
 ALTER TABLE api.users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE api.users FORCE ROW LEVEL SECURITY;
+-- Members exist only by accepted invitation, so a co-member is someone who
+-- consented to share the caller's workspace.
 CREATE POLICY users_self_or_comember ON api.users FOR SELECT USING (
     id = (SELECT flowtrack.current_user_id())
     OR id IN (SELECT m.user_id FROM api.workspace_members m)  -- already confined to the caller's workspace by RLS
@@ -151,7 +162,9 @@ CREATE POLICY users_update_self ON api.users FOR UPDATE
 GRANT SELECT ON api.quota_keys, api.subscription_plans, api.plan_limits TO anon, authenticated;
 GRANT SELECT, UPDATE (full_name, settings) ON api.users TO authenticated;
 GRANT SELECT, UPDATE (name, timezone, settings) ON api.workspaces TO authenticated;
-GRANT SELECT, INSERT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
+-- No INSERT: an owner adding any user id made that person's email and name
+-- readable without their consent (issue 9). Members join by invitation.
+GRANT SELECT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
 
 -- What clients may write in a tenant table: every column but those the
 -- server owns. A client-chosen id answered 23505 for another tenant's row and
