@@ -63,7 +63,6 @@ COMMENT ON SCHEMA partitions IS 'Partitions of time-partitioned tables. Reached 
 CREATE EXTENSION IF NOT EXISTS flowtrack;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 CREATE EXTENSION IF NOT EXISTS citext;
-
 -- citext's functions are its type's I/O and operators (the ~ behind every
 -- email and slug CHECK, =, comparisons). Made under the default above, they
 -- are the superuser's alone, and every write of an email by any other role
@@ -91,9 +90,12 @@ GRANT EXECUTE ON FUNCTION
     flowtrack.jwt_claim(text),
     flowtrack.current_user_id(),
     flowtrack.current_workspace_id(),
-    flowtrack.current_workspace_role()
+    flowtrack.current_workspace_role(),
+    flowtrack.key_scope_allows(text, text)
 TO anon, authenticated, flowtrack_worker, flowtrack_owner;
-GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) TO flowtrack_owner;
+GRANT EXECUTE ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text, text),
+                          flowtrack.enable_key_scope(oid, text)
+    TO flowtrack_owner;
 -- Only the owner's SECURITY DEFINER functions act for a workspace.
 GRANT EXECUTE ON FUNCTION flowtrack.act_for(uuid, text) TO flowtrack_owner;
 

@@ -84,7 +84,7 @@ JOIN api.subscription_plans p ON p.code = l.plan;
 
 CREATE TABLE api.users (
     id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    email             citext NOT NULL UNIQUE
+    email             citext NOT NULL
                       CONSTRAINT users_email_format CHECK (email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$'),
     full_name         text CHECK (length(full_name) <= 200),
     external_auth_id  text UNIQUE,
@@ -97,6 +97,14 @@ CREATE TABLE api.users (
 );
 COMMENT ON TABLE api.users IS 'People who sign in. Global, not per workspace; visible to themselves and to co-members.';
 COMMENT ON COLUMN api.users.external_auth_id IS 'Identity-provider subject (e.g. Clerk user id).';
+-- Unique only once verified: a globally unique address made registration an
+-- oracle (issue 9: register_user answered "already registered" for anyone's
+-- email). An unverified address is the user's claim, not an identity.
+CREATE UNIQUE INDEX users_verified_email ON api.users (email) WHERE email_verified_at IS NOT NULL;
+COMMENT ON COLUMN api.users.email IS
+  'Contact address. Unique among verified addresses only (users_verified_email), so registering reveals nothing about other accounts.';
+COMMENT ON COLUMN api.users.email_verified_at IS
+  'When the identity provider confirmed the address; set out of band (provider webhook or operator), never by the user.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.users FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 CREATE TABLE api.workspaces (
@@ -137,7 +145,8 @@ CREATE INDEX workspace_members_invited_by ON api.workspace_members (invited_by);
 -- /workspaces?select=*,workspace_members(*) as a single row, a 500 with
 -- 21000 ("more than one row returned by a subquery") under db-max-rows.
 CREATE UNIQUE INDEX workspace_members_one_owner ON api.workspace_members (workspace_id, role) WHERE role = 'owner';
-COMMENT ON TABLE api.workspace_members IS 'Who belongs to a workspace and as what: owner (one), admin, member or viewer.';
+COMMENT ON TABLE api.workspace_members IS
+  'Who belongs to a workspace and as what: owner (one, the workspace''s owner_user_id), admin, member or viewer. Rows are made by create_workspace and accept_invitation only (sql/0021_memberships.sql): nobody joins without consenting.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workspace_members FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 -- Isolation. Workspaces are keyed by their own id; only owners manage members.
@@ -146,10 +155,14 @@ SELECT flowtrack.enable_tenant_isolation('api.workspace_members'::regclass, ARRA
 
 ALTER TABLE api.users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE api.users FORCE ROW LEVEL SECURITY;
+-- Members exist only by accepted invitation, so a co-member is someone who
+-- consented to share the caller's workspace.
 CREATE POLICY users_self_or_comember ON api.users FOR SELECT USING (
     id = (SELECT flowtrack.current_user_id())
     OR id IN (SELECT m.user_id FROM api.workspace_members m)  -- already confined to the caller's workspace by RLS
 );
+-- People are nobody's API resource: no key reads or writes users.
+SELECT flowtrack.enable_key_scope('api.users'::regclass, NULL);
 CREATE POLICY users_update_self ON api.users FOR UPDATE
     USING (id = (SELECT flowtrack.current_user_id()))
     WITH CHECK (id = (SELECT flowtrack.current_user_id()));
@@ -158,7 +171,33 @@ CREATE POLICY users_update_self ON api.users FOR UPDATE
 GRANT SELECT ON api.quota_keys, api.subscription_plans, api.plan_limits TO anon, authenticated;
 GRANT SELECT, UPDATE (full_name, settings) ON api.users TO authenticated;
 GRANT SELECT, UPDATE (name, timezone, settings) ON api.workspaces TO authenticated;
-GRANT SELECT, INSERT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
+-- No INSERT: an owner adding any user id made that person's email and name
+-- readable without their consent (issue 9). Members join by invitation.
+GRANT SELECT, UPDATE (role), DELETE ON api.workspace_members TO authenticated;
+
+-- What clients may write in a tenant table: every column but those the
+-- server owns. A client-chosen id answered 23505 for another tenant's row and
+-- 201 for a fresh one, telling which ids exist (issue 9), so ids are always
+-- generated here; and a row never moves to another workspace.
+CREATE FUNCTION internal.grant_client_writes(tbl regclass, insert_except text[] DEFAULT '{id}',
+                                             update_except text[] DEFAULT '{id,workspace_id}')
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cols_insert text;
+    cols_update text;
+BEGIN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.attname <> ALL (insert_except)),
+           string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.attname <> ALL (update_except))
+      INTO cols_insert, cols_update
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity = '';
+    EXECUTE format('REVOKE INSERT, UPDATE ON %s FROM authenticated', tbl);
+    EXECUTE format('GRANT INSERT (%s), UPDATE (%s) ON %s TO authenticated', cols_insert, cols_update, tbl);
+END
+$$;
+COMMENT ON FUNCTION internal.grant_client_writes(regclass, text[], text[]) IS
+  'Grants authenticated INSERT on every column of a table but insert_except (default id) and UPDATE on every column but update_except (default id, workspace_id): ids are server-made, rows stay in their workspace. Columns added later are not granted until this runs again.';
 
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
 CREATE FUNCTION internal.enable_catalog_read(tbl regclass, visible text DEFAULT 'true')

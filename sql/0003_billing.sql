@@ -113,8 +113,8 @@ COMMENT ON TABLE internal.usage_idempotency IS
   'Keys already counted by consume_quota, so a replay never counts twice (a replay reports the counter as it is now).';
 
 SELECT flowtrack.enable_tenant_isolation('api.subscriptions'::regclass, ARRAY['owner']);
-SELECT flowtrack.enable_tenant_isolation('api.usage_quotas'::regclass, ARRAY['owner']);
-SELECT flowtrack.enable_tenant_isolation('api.usage_events'::regclass, ARRAY['owner']);
+SELECT flowtrack.enable_tenant_isolation('api.usage_quotas'::regclass, ARRAY['owner'], key_scope => 'analytics');
+SELECT flowtrack.enable_tenant_isolation('api.usage_events'::regclass, ARRAY['owner'], key_scope => 'analytics');
 
 -- Billing is read by every member and written only through functions.
 GRANT SELECT ON api.subscriptions, api.usage_quotas, api.usage_events TO authenticated;

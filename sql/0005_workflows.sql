@@ -44,11 +44,14 @@ CREATE TABLE api.workflow_nodes (
     ui           jsonb NOT NULL DEFAULT '{}',
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (workflow_id, node_key),
+    -- Keys are unique per workflow of a workspace: with the workspace left
+    -- out, a node_key on another tenant's workflow_id answered 23505 when the
+    -- key existed there and 23503 when it did not (issue 9). Now the foreign
+    -- key below answers for both, like for a workflow that does not exist.
+    UNIQUE (workspace_id, workflow_id, node_key),
     CONSTRAINT workflow_nodes_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
         REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX workflow_nodes_workspace_workflow ON api.workflow_nodes (workspace_id, workflow_id);
 CREATE INDEX workflow_nodes_trigger ON api.workflow_nodes (workspace_id, node_type) WHERE node_type LIKE 'TRIGGER_%';
 COMMENT ON TABLE api.workflow_nodes IS 'Graph nodes. node_key is the React Flow node id; ui keeps every other React Flow field verbatim.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.workflow_nodes FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
@@ -66,11 +69,10 @@ CREATE TABLE api.workflow_edges (
     label         text,
     ui            jsonb NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (workflow_id, edge_key),
+    UNIQUE (workspace_id, workflow_id, edge_key),  -- per tenant, as for nodes
     CONSTRAINT workflow_edges_workflow_fk FOREIGN KEY (workspace_id, workflow_id)
         REFERENCES api.workflows (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX workflow_edges_workspace_workflow ON api.workflow_edges (workspace_id, workflow_id);
 CREATE INDEX workflow_edges_source ON api.workflow_edges (workflow_id, source_key);
 COMMENT ON TABLE api.workflow_edges IS 'Directed edges between node keys; condition (JSON) gates the edge at run time.';
 
@@ -102,15 +104,14 @@ COMMENT ON FUNCTION internal.forbid_version_change() IS 'Keeps workflow_versions
 CREATE TRIGGER immutable BEFORE UPDATE ON api.workflow_versions
     FOR EACH ROW EXECUTE FUNCTION internal.forbid_version_change();
 
-SELECT flowtrack.enable_tenant_isolation('api.workflows'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_nodes'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_edges'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.workflow_versions'::regclass);
+SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'workflows')
+  FROM unnest(ARRAY['api.workflows', 'api.workflow_nodes', 'api.workflow_edges', 'api.workflow_versions']::regclass[]) AS t;
 
 -- Status and published_version change only through publish/activate RPCs,
 -- which enforce validation and the active-workflow quota.
 GRANT SELECT, DELETE ON api.workflows TO authenticated;
 GRANT INSERT (workspace_id, name, description, category, tags, viewport, settings) ON api.workflows TO authenticated;
 GRANT UPDATE (name, description, category, tags, viewport, settings, deleted_at) ON api.workflows TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.workflow_nodes, api.workflow_edges TO authenticated;
+GRANT SELECT, DELETE ON api.workflow_nodes, api.workflow_edges TO authenticated;
+SELECT internal.grant_client_writes(t) FROM unnest(ARRAY['api.workflow_nodes', 'api.workflow_edges']::regclass[]) AS t;
 GRANT SELECT ON api.workflow_versions TO authenticated;

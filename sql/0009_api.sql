@@ -28,6 +28,13 @@ BEGIN
             USING ERRCODE = 'PT401', HINT = 'Sign in again to get a fresh token.';
     END IF;
     IF ws_claim IS NULL THEN
+        -- No workspace to check membership in, but a deleted user is still
+        -- refused: it could create workspaces (issue 9). A user not yet
+        -- registered passes, to call register_user.
+        IF EXISTS (SELECT 1 FROM api.users u WHERE u.id = sub AND u.deleted_at IS NOT NULL) THEN
+            RAISE EXCEPTION 'JWT: this user account was deleted'
+                USING ERRCODE = 'PT401', HINT = 'Sign in with an active account.';
+        END IF;
         IF role_wanted IS NOT NULL THEN
             RAISE EXCEPTION 'JWT: workspace_role given without workspace_id'
                 USING ERRCODE = 'PT403', HINT = 'A token names a workspace and the role held in it, or neither.';
@@ -53,7 +60,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION auth.check_membership() IS
-  'Refuses JWT claims whose user, workspace membership or role no longer hold (PT401/PT403). Called by auth.check_request.';
+  'Refuses JWT claims whose user is deleted (PT401, with or without a workspace) or whose workspace membership or role no longer hold (PT403). Called by auth.check_request.';
 
 -- The PostgREST db-pre-request hook. An invoker function, so that a later
 -- version may switch role (0017: API keys), which SECURITY DEFINER forbids.

@@ -116,5 +116,6 @@ CREATE TRIGGER count_deleted AFTER DELETE ON api.leads
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION internal.count_deleted_leads();
 
-SELECT flowtrack.enable_tenant_isolation('api.leads'::regclass);
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.leads TO authenticated;
+SELECT flowtrack.enable_tenant_isolation('api.leads'::regclass, key_scope => 'leads');
+GRANT SELECT, DELETE ON api.leads TO authenticated;
+SELECT internal.grant_client_writes('api.leads');

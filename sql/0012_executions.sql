@@ -92,9 +92,8 @@ COMMENT ON TABLE api.execution_logs IS 'Detailed execution log lines. Partitione
 
 SELECT internal.ensure_monthly_partitions('api.execution_logs'::regclass);
 
-SELECT flowtrack.enable_tenant_isolation('api.workflow_executions'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.execution_steps'::regclass);
-SELECT flowtrack.enable_tenant_isolation('api.execution_logs'::regclass);
+SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'executions')
+  FROM unnest(ARRAY['api.workflow_executions', 'api.execution_steps', 'api.execution_logs']::regclass[]) AS t;
 -- Executions are written by the engine only; members read them.
 GRANT SELECT ON api.workflow_executions, api.execution_steps, api.execution_logs TO authenticated;
 

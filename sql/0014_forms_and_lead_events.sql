@@ -118,7 +118,7 @@ CREATE TABLE api.form_fields (
     options      jsonb CHECK (options IS NULL OR jsonb_typeof(options) = 'array'),
     position     integer NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (form_id, field_key),
+    UNIQUE (workspace_id, form_id, field_key),  -- per tenant: see workflow_nodes
     CONSTRAINT form_fields_form_fk FOREIGN KEY (workspace_id, form_id)
         REFERENCES api.forms (workspace_id, id) ON DELETE CASCADE
 );
@@ -195,10 +195,11 @@ COMMENT ON FUNCTION internal.check_lead_payload() IS
 CREATE TRIGGER check_payload BEFORE INSERT OR UPDATE OF custom_fields ON api.leads
     FOR EACH ROW EXECUTE FUNCTION internal.check_lead_payload();
 
-SELECT flowtrack.enable_tenant_isolation('api.forms'::regclass, ARRAY['owner', 'admin', 'member']);
-SELECT flowtrack.enable_tenant_isolation('api.form_fields'::regclass, ARRAY['owner', 'admin', 'member']);
-SELECT flowtrack.enable_tenant_isolation('api.lead_events'::regclass, ARRAY['owner', 'admin', 'member']);
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.forms, api.form_fields TO authenticated;
+SELECT flowtrack.enable_tenant_isolation('api.forms'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'forms');
+SELECT flowtrack.enable_tenant_isolation('api.form_fields'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'forms');
+SELECT flowtrack.enable_tenant_isolation('api.lead_events'::regclass, ARRAY['owner', 'admin', 'member'], key_scope => 'leads');
+GRANT SELECT, DELETE ON api.forms, api.form_fields TO authenticated;
+SELECT internal.grant_client_writes(t) FROM unnest(ARRAY['api.forms', 'api.form_fields']::regclass[]) AS t;
 GRANT SELECT ON api.lead_events TO authenticated;
 GRANT INSERT (workspace_id, lead_id, event_type, source, payload) ON api.lead_events TO authenticated;
 

@@ -69,13 +69,13 @@ COMMENT ON TABLE api.webhook_deliveries IS
   'One row per event sent to an endpoint: HTTP status, response (first 2 KB), timing and attempts. Partitioned monthly.';
 SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
 
-SELECT flowtrack.enable_tenant_isolation('api.inbound_webhooks'::regclass, ARRAY['owner', 'admin']);
-SELECT flowtrack.enable_tenant_isolation('api.webhook_endpoints'::regclass, ARRAY['owner', 'admin']);
-SELECT flowtrack.enable_tenant_isolation('api.webhook_deliveries'::regclass, ARRAY['owner', 'admin']);
+SELECT flowtrack.enable_tenant_isolation(t, ARRAY['owner', 'admin'], key_scope => 'webhooks')
+  FROM unnest(ARRAY['api.inbound_webhooks', 'api.webhook_endpoints', 'api.webhook_deliveries']::regclass[]) AS t;
 -- Rows are made only by create_inbound_webhook, the one place a token is
 -- shown; owners and admins may switch a hook off or delete it.
 GRANT SELECT, DELETE, UPDATE (is_active) ON api.inbound_webhooks TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.webhook_endpoints TO authenticated;
+GRANT SELECT, DELETE ON api.webhook_endpoints TO authenticated;
+SELECT internal.grant_client_writes('api.webhook_endpoints');
 GRANT SELECT ON api.webhook_deliveries TO authenticated;
 
 -- Outbound: fan an event out to every subscribed endpoint of the workspace,

@@ -167,7 +167,7 @@ CREATE TABLE api.workspace_daily_stats (
 );
 COMMENT ON TABLE api.workspace_daily_stats IS
   'Pre-aggregated daily counters per workspace (UTC days) for dashboards; recomputed by pg_cron, so eventually consistent (a few minutes).';
-SELECT flowtrack.enable_tenant_isolation('api.workspace_daily_stats'::regclass, ARRAY['owner']);
+SELECT flowtrack.enable_tenant_isolation('api.workspace_daily_stats'::regclass, ARRAY['owner'], key_scope => 'analytics');
 GRANT SELECT ON api.workspace_daily_stats TO authenticated;
 
 -- Recomputes (not increments) a day, so running it twice is harmless.

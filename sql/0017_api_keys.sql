@@ -2,7 +2,10 @@
 -- SHA-256 hashes and shown once. A request carrying `X-Api-Key` (and no JWT)
 -- arrives as anon; the pre-request hook verifies the key, switches to the
 -- authenticated role with the key's workspace, and allows only the paths
--- its scopes cover.
+-- its scopes cover. The path is only the first gate: embedding crosses
+-- tables, so every table's own policies check the scope too (the key_scope_*
+-- policies that flowtrack.enable_tenant_isolation installs with the table's
+-- resource named below; extension/src/key_scope.rs).
 SELECT flowtrack.version();
 
 -- anon may switch to authenticated (the hook does, for a valid key) but
@@ -19,7 +22,7 @@ CREATE TABLE auth.api_key_scopes (
     rpc_write   text[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE auth.api_key_scopes IS
-  'What each API-key scope resource covers: tables (GET needs resource:read, other methods resource:write) and RPC paths.';
+  'What each API-key scope resource covers: tables (GET needs resource:read or :write, other methods resource:write) and RPC paths. Each tenant table names the same resource in its key_scope_* policies (a test keeps the two equal); tables listed nowhere are closed to keys.';
 INSERT INTO auth.api_key_scopes (resource, tables, rpc_read, rpc_write) VALUES
     ('workflows',  '{workflows,workflow_nodes,workflow_edges,workflow_versions}', '{}',
                    '{activate_workflow,deactivate_workflow,create_workflow_from_template}'),
@@ -61,6 +64,26 @@ GRANT SELECT (id, workspace_id, created_by, name, prefix, scopes, last_used_at, 
       UPDATE (name, revoked_at), DELETE
    ON api.api_keys TO authenticated;
 
+-- Revocation is one-way: PATCH {revoked_at: null} brought a revoked key back
+-- to life (issue 9). It also takes effect now, whatever time was sent.
+CREATE FUNCTION internal.keep_api_key_revoked() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+        RAISE EXCEPTION 'revoked_at: API key % was revoked at % and stays revoked', OLD.id, OLD.revoked_at
+            USING ERRCODE = 'PT409', HINT = 'Create a new key with /rpc/create_api_key.';
+    END IF;
+    IF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+        NEW.revoked_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION internal.keep_api_key_revoked() IS
+  'BEFORE UPDATE OF revoked_at on api.api_keys: a revoked key stays revoked (PT409 on any change), and revocation is stamped with the server''s now().';
+CREATE TRIGGER keep_revoked BEFORE UPDATE OF revoked_at ON api.api_keys
+    FOR EACH ROW EXECUTE FUNCTION internal.keep_api_key_revoked();
+
 CREATE FUNCTION api.create_api_key(name text, scopes text[], expires_at timestamptz DEFAULT NULL)
 RETURNS TABLE (id uuid, key text, prefix text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
@@ -93,6 +116,29 @@ COMMENT ON FUNCTION api.create_api_key(text, text[], timestamptz) IS
   'Owner only: creates an API key with the given scopes and returns it. This is the only time the key is shown; only its hash is kept.';
 GRANT EXECUTE ON FUNCTION api.create_api_key(text, text[], timestamptz) TO authenticated;
 
+CREATE FUNCTION api.revoke_api_key(key_id uuid)
+RETURNS TABLE (id uuid, revoked_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    ws uuid := internal.require_workspace(true);
+BEGIN
+    IF flowtrack.current_workspace_role() <> 'owner' THEN
+        RAISE EXCEPTION 'workspace_role: only the workspace owner manages API keys'
+            USING ERRCODE = '42501', HINT = 'Ask the owner to revoke the key.';
+    END IF;
+    UPDATE api.api_keys k SET revoked_at = now()
+     WHERE k.id = key_id AND k.workspace_id = ws AND k.revoked_at IS NULL;
+    RETURN QUERY SELECT k.id, k.revoked_at FROM api.api_keys k WHERE k.id = key_id AND k.workspace_id = ws;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'key_id: no API key % in this workspace', key_id
+            USING ERRCODE = 'PT404', HINT = 'List keys with GET /api_keys.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION api.revoke_api_key(uuid) IS
+  'Owner only: revokes an API key of the workspace for good (idempotent; a revoked key never comes back). PT404 for a key outside the workspace.';
+GRANT EXECUTE ON FUNCTION api.revoke_api_key(uuid) TO authenticated;
+
 -- Key lookup crosses tenants (the key is all we have), so the resolver owns it.
 CREATE FUNCTION auth.api_key_claims(presented text) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
@@ -111,14 +157,20 @@ $$;
 COMMENT ON FUNCTION auth.api_key_claims(text) IS
   'Claims for a valid, unrevoked, unexpired API key, or NULL. Keys act as member (any write scope) or viewer. Owned by flowtrack_resolver.';
 
-CREATE FUNCTION auth.touch_api_key(key_id uuid) RETURNS void
+-- Takes the key itself, not its id: with an id, anon could stamp any
+-- tenant's key as used (issue 9). Only who holds a key can touch it.
+CREATE FUNCTION auth.touch_api_key(presented text) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
     UPDATE api.api_keys SET last_used_at = now()
-     WHERE id = key_id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+     WHERE key_hash = sha256(convert_to(presented, 'UTF8'))
+       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+       AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
 $$;
-COMMENT ON FUNCTION auth.touch_api_key(uuid) IS 'Records that a key was used (at most once a minute, to keep reads cheap).';
+COMMENT ON FUNCTION auth.touch_api_key(text) IS
+  'Records that the presented (valid) key was used, at most once a minute to keep reads cheap. Takes the key, so only its holder can touch it. Owned by flowtrack_resolver.';
 
--- Is `path` with `method` covered by `scopes`?
+-- Is `path` with `method` covered by `scopes`? (Write includes read, as in
+-- flowtrack.key_scope_allows.)
 CREATE FUNCTION auth.scopes_allow(scopes text[], method text, path text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     WITH target AS (
@@ -127,8 +179,10 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (
         SELECT 1 FROM auth.api_key_scopes s, target t
          WHERE (NOT t.is_rpc AND t.name = ANY (s.tables)
-                AND (s.resource || CASE WHEN method IN ('GET', 'HEAD') THEN ':read' ELSE ':write' END) = ANY (scopes))
-            OR (t.is_rpc AND t.name = ANY (s.rpc_read) AND (s.resource || ':read') = ANY (scopes))
+                AND ((s.resource || ':write') = ANY (scopes)
+                     OR (method IN ('GET', 'HEAD') AND (s.resource || ':read') = ANY (scopes))))
+            OR (t.is_rpc AND t.name = ANY (s.rpc_read)
+                AND ((s.resource || ':read') = ANY (scopes) OR (s.resource || ':write') = ANY (scopes)))
             OR (t.is_rpc AND t.name = ANY (s.rpc_write) AND (s.resource || ':write') = ANY (scopes)))
 $$;
 COMMENT ON FUNCTION auth.scopes_allow(text[], text, text) IS
@@ -157,7 +211,7 @@ BEGIN
         PERFORM set_config('request.jwt.claims', claims::text, true);
         PERFORM set_config('role', 'authenticated', true);
         IF current_setting('transaction_read_only') = 'off' THEN
-            PERFORM auth.touch_api_key((claims ->> 'api_key_id')::uuid);
+            PERFORM auth.touch_api_key(presented);
         END IF;
     END IF;
     PERFORM auth.check_membership();
@@ -166,7 +220,7 @@ $$;
 COMMENT ON FUNCTION auth.check_request() IS
   'PostgREST db-pre-request hook: turns a valid X-Api-Key into workspace claims limited to its scopes, then checks JWT membership.';
 GRANT EXECUTE ON FUNCTION auth.api_key_claims(text),
-                          auth.scopes_allow(text[], text, text), auth.touch_api_key(uuid), auth.known_scopes()
+                          auth.scopes_allow(text[], text, text), auth.touch_api_key(text), auth.known_scopes()
     TO anon, authenticated;
 
 RESET ROLE;
@@ -175,5 +229,5 @@ GRANT SELECT (id, workspace_id, created_by, key_hash, scopes, revoked_at, expire
 ALTER FUNCTION auth.api_key_claims(text) OWNER TO flowtrack_resolver;
 GRANT UPDATE (last_used_at) ON api.api_keys TO flowtrack_resolver;
 GRANT SELECT (id, last_used_at) ON api.api_keys TO flowtrack_resolver;
-ALTER FUNCTION auth.touch_api_key(uuid) OWNER TO flowtrack_resolver;
+ALTER FUNCTION auth.touch_api_key(text) OWNER TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION auth.api_key_claims(text) TO anon, authenticated;

@@ -33,6 +33,11 @@ BEGIN
         RAISE EXCEPTION 'JWT: creating a workspace needs a signed-in user (sub claim)'
             USING ERRCODE = 'PT401', HINT = 'Sign in first.';
     END IF;
+    -- The owner must be a live user (the hook refuses deleted ones too).
+    IF NOT EXISTS (SELECT 1 FROM api.users u WHERE u.id = me AND u.deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'JWT: user % is not registered', me
+            USING ERRCODE = 'PT403', HINT = 'Register with /rpc/register_user first.';
+    END IF;
     SELECT * INTO plan_row FROM api.subscription_plans p WHERE p.code = create_workspace.plan AND p.is_public;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'plan: unknown plan "%"', plan
@@ -77,18 +82,17 @@ BEGIN
         RAISE EXCEPTION 'JWT: the sub claim must be the new user''s id (uuid)'
             USING ERRCODE = 'PT401', HINT = 'Register with the token your identity provider issued.';
     END IF;
-    BEGIN
-        INSERT INTO api.users (id, email, full_name) VALUES (me, register_user.email, register_user.full_name)
-        ON CONFLICT (id) DO UPDATE SET full_name = coalesce(excluded.full_name, api.users.full_name)
-        RETURNING * INTO u;
-    EXCEPTION WHEN unique_violation THEN
-        RAISE EXCEPTION 'email: "%" is already registered', email
-            USING ERRCODE = '23505', HINT = 'Sign in with that address instead.';
-    END;
+    -- Emails are unique only once verified (api.users.users_verified_email),
+    -- so whether another account uses this address never shows: the answer
+    -- is the caller's own row either way (issue 9).
+    INSERT INTO api.users (id, email, full_name) VALUES (me, register_user.email, register_user.full_name)
+    ON CONFLICT (id) DO UPDATE SET full_name = coalesce(excluded.full_name, api.users.full_name)
+    RETURNING * INTO u;
     RETURN u;
 END
 $$;
-COMMENT ON FUNCTION api.register_user(text, text) IS 'Registers the signed-in identity (JWT sub) as a FlowTrack user. Idempotent.';
+COMMENT ON FUNCTION api.register_user(text, text) IS
+  'Registers the signed-in identity (JWT sub) as a FlowTrack user and returns its row. Idempotent per sub (a second call may only fill in full_name); says nothing about other accounts with the same email.';
 GRANT EXECUTE ON FUNCTION api.register_user(text, text) TO authenticated;
 
 -- Users are global rows, so the owner role gets explicit policies for the

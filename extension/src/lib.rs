@@ -15,6 +15,7 @@ mod error;
 mod graph;
 mod guc;
 mod interrupts;
+mod key_scope;
 mod quota;
 mod tenancy;
 

@@ -19,11 +19,13 @@ use serde_json::Value;
 use crate::acting;
 use crate::error::raise;
 use crate::guc;
+use crate::key_scope;
 
 /// Workspace roles, from most to least privileged.
 pub const ROLES: [&str; 4] = ["owner", "admin", "member", "viewer"];
 
-fn claims() -> Option<serde_json::Map<String, Value>> {
+/// The verified JWT claims as a JSON object, when they are one.
+pub(crate) fn claims() -> Option<serde_json::Map<String, Value>> {
     match serde_json::from_str::<Value>(&guc::get("request.jwt.claims")?) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
@@ -132,20 +134,9 @@ fn policy_statements(
     sql
 }
 
-/// Install the standard tenant policies on `tbl`: rows are visible to
-/// `read_roles` and writable by `write_roles` of the row's workspace, and
-/// nobody else, the table owner included (FORCE ROW LEVEL SECURITY).
-/// Idempotent: re-running replaces the four policies.
-#[pg_extern(volatile)]
-fn enable_tenant_isolation(
-    tbl: pg_sys::Oid,
-    write_roles: default!(Vec<String>, "ARRAY['owner','admin','member']"),
-    read_roles: default!(Vec<String>, "ARRAY['owner','admin','member','viewer']"),
-    tenant_column: default!(&str, "'workspace_id'"),
-) {
-    check_roles("write_roles", &write_roles);
-    check_roles("read_roles", &read_roles);
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[tbl.into()])
+/// A table's name as SQL (`api.leads`), or an error naming the oid.
+pub(crate) fn table_name(tbl: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[tbl.into()])
         .ok()
         .flatten()
         .unwrap_or_else(|| {
@@ -155,7 +146,41 @@ fn enable_tenant_isolation(
                 None,
                 "Pass the table as a regclass, e.g. 'api.leads'::regclass.",
             )
-        });
+        })
+}
+
+/// Run policy DDL for `table`, turning a failure into an error that names
+/// the statement.
+pub(crate) fn run_all(table: &str, statements: &[String]) {
+    for stmt in statements {
+        if let Err(e) = Spi::run(stmt) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("policies on {table} failed"),
+                Some(format!("{stmt}: {e}")),
+                "",
+            );
+        }
+    }
+}
+
+/// Install the standard tenant policies on `tbl`: rows are visible to
+/// `read_roles` and writable by `write_roles` of the row's workspace, and
+/// nobody else, the table owner included (FORCE ROW LEVEL SECURITY). An API
+/// key reaches the table only when its scopes cover `key_scope`, the table's
+/// resource in auth.api_key_scopes (NULL: no key at all; key_scope.rs).
+/// Idempotent: re-running replaces the policies.
+#[pg_extern(volatile)]
+fn enable_tenant_isolation(
+    tbl: pg_sys::Oid,
+    write_roles: default!(Vec<String>, "ARRAY['owner','admin','member']"),
+    read_roles: default!(Vec<String>, "ARRAY['owner','admin','member','viewer']"),
+    tenant_column: default!(&str, "'workspace_id'"),
+    key_scope: default!(Option<&str>, "NULL"),
+) {
+    check_roles("write_roles", &write_roles);
+    check_roles("read_roles", &read_roles);
+    let table = table_name(tbl);
     let has_column = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
         &[tbl.into(), tenant_column.into()],
@@ -171,16 +196,9 @@ fn enable_tenant_isolation(
             "Tenant tables carry the owning workspace in a workspace_id column.",
         );
     }
-    for stmt in policy_statements(&table, tenant_column, &read_roles, &write_roles) {
-        if let Err(e) = Spi::run(&stmt) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("enable_tenant_isolation({table}) failed"),
-                Some(format!("{stmt}: {e}")),
-                "",
-            );
-        }
-    }
+    let mut statements = policy_statements(&table, tenant_column, &read_roles, &write_roles);
+    statements.extend(key_scope::policy_statements(&table, key_scope));
+    run_all(&table, &statements);
 }
 
 extension_sql!(
@@ -193,8 +211,8 @@ COMMENT ON FUNCTION flowtrack.current_workspace_id() IS
   'Workspace the caller acts in: the sealed override of flowtrack.act_for when a trusted entry point set one, else the JWT workspace_id claim. Call as (SELECT ...) in policies.';
 COMMENT ON FUNCTION flowtrack.current_workspace_role() IS
   'Caller''s workspace role (owner/admin/member/viewer) from the sealed override of flowtrack.act_for, else the JWT workspace_role claim; NULL if absent or unknown.';
-COMMENT ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text) IS
-  'Installs FORCE RLS and the four standard tenant policies on a table (pass it as ''schema.table''::regclass). Idempotent.';
+COMMENT ON FUNCTION flowtrack.enable_tenant_isolation(oid, text[], text[], text, text) IS
+  'Installs FORCE RLS, the four standard tenant policies and the four restrictive API-key scope policies (key_scope: the table''s resource; NULL closes it to keys) on a table (pass it as ''schema.table''::regclass). Idempotent.';
 "#,
     name = "comments_tenancy",
     requires = [
@@ -298,20 +316,70 @@ mod tests {
         Spi::run("SELECT flowtrack.act_for(gen_random_uuid(), 'root')").unwrap();
     }
 
+    /// The API-key policies name `authenticated`, which the migrations
+    /// create; the extension's own test cluster has no such role.
+    fn ensure_api_role() {
+        Spi::run(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') \
+             THEN CREATE ROLE authenticated NOLOGIN; END IF; END $$",
+        )
+        .unwrap();
+    }
+
     #[pg_test]
-    fn enable_tenant_isolation_installs_four_policies() {
+    fn enable_tenant_isolation_installs_tenant_and_key_scope_policies() {
+        ensure_api_role();
         Spi::run("CREATE TABLE t_iso (id int, workspace_id uuid)").unwrap();
         Spi::run("SELECT flowtrack.enable_tenant_isolation('t_iso'::regclass)").unwrap();
-        Spi::run("SELECT flowtrack.enable_tenant_isolation('t_iso'::regclass, ARRAY['owner'])")
-            .unwrap();
+        Spi::run(
+            "SELECT flowtrack.enable_tenant_isolation('t_iso'::regclass, ARRAY['owner'], key_scope => 'leads')",
+        )
+        .unwrap();
         let n = Spi::get_one::<i64>("SELECT count(*) FROM pg_policies WHERE tablename = 't_iso'")
             .unwrap();
-        assert_eq!(n, Some(4));
+        assert_eq!(n, Some(8));
+        let restrictive = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_policies WHERE tablename = 't_iso' AND permissive = 'RESTRICTIVE'
+                AND roles = '{authenticated}' AND coalesce(qual, with_check) LIKE '%key_scope_allows(''leads''%'",
+        )
+        .unwrap();
+        assert_eq!(restrictive, Some(4));
         let forced = Spi::get_one::<bool>(
             "SELECT relforcerowsecurity FROM pg_class WHERE relname = 't_iso'",
         )
         .unwrap();
         assert_eq!(forced, Some(true));
+    }
+
+    #[pg_test]
+    fn key_scope_allows_reads_the_key_claims() {
+        set_claims(r#"{"sub":"7a1c5a8e-0d1b-4a3e-9a59-1d2b3c4d5e6f"}"#);
+        let user =
+            Spi::get_one::<bool>("SELECT flowtrack.key_scope_allows(NULL, 'write')").unwrap();
+        assert_eq!(
+            user,
+            Some(true),
+            "a signed-in user is not limited by scopes"
+        );
+        set_claims(r#"{"api_key_id":"k","scopes":["forms:read"]}"#);
+        for (sql, want) in [
+            ("SELECT flowtrack.key_scope_allows('forms', 'read')", true),
+            ("SELECT flowtrack.key_scope_allows('forms', 'write')", false),
+            (
+                "SELECT flowtrack.key_scope_allows('workflows', 'read')",
+                false,
+            ),
+            ("SELECT flowtrack.key_scope_allows(NULL, 'read')", false),
+        ] {
+            assert_eq!(Spi::get_one::<bool>(sql).unwrap(), Some(want), "{sql}");
+        }
+    }
+
+    #[pg_test(error = "key_scope: \"Leads!\" is not a scope resource name")]
+    fn enable_key_scope_rejects_bad_resource_names() {
+        ensure_api_role();
+        Spi::run("CREATE TABLE t_badscope (workspace_id uuid)").unwrap();
+        Spi::run("SELECT flowtrack.enable_key_scope('t_badscope'::regclass, 'Leads!')").unwrap();
     }
 
     #[pg_test(error = "tenant_column: table t_nocol has no column \"workspace_id\"")]

@@ -117,12 +117,15 @@ pub struct Populated {
     pub form_slug: String,
     pub inbound_token: String,
     pub execution_id: Uuid,
+    pub api_key_id: Uuid,
+    pub invitation_id: Uuid,
 }
 
 /// One row (at least) in every tenant table of `t`'s workspace, written as
 /// superuser: an active workflow with a form trigger, a form, a lead with
-/// events, an execution with a step and a log line, webhooks both ways, an
-/// API key, usage, daily stats and (through triggers) audit entries.
+/// events, an execution (of that lead) with a step and a log line, webhooks
+/// both ways, an API key, a pending invitation, usage, daily stats and
+/// (through triggers) audit entries.
 pub async fn populate(db: &Client, t: &Tenant) -> Populated {
     let ws = t.workspace_id;
     let workflow_id = published_workflow(db, t, &format!("secret-workflow-{}", t.slug)).await;
@@ -150,13 +153,16 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         INSERT INTO api.inbound_webhooks (workspace_id, workflow_id, token_hash, token_prefix)
         VALUES ('{ws}', '{workflow_id}', internal.inbound_token_hash('{inbound_token}'), left('{inbound_token}', 8));
         SELECT internal.emit_event('{ws}', 'lead.created', '{{\"x\":1}}');
-        SELECT internal.start_execution('{ws}', '{workflow_id}', 'manual', '{{}}', 'populate');
+        SELECT internal.start_execution('{ws}', '{workflow_id}', 'manual', '{{}}', 'populate',
+                                        (SELECT id FROM api.leads WHERE workspace_id = '{ws}'));
         INSERT INTO api.execution_steps (workspace_id, execution_id, node_key, node_type)
         SELECT '{ws}', id, 'form', 'TRIGGER_FORM' FROM api.workflow_executions WHERE workspace_id = '{ws}';
         INSERT INTO api.execution_logs (workspace_id, execution_id, message)
         SELECT '{ws}', id, 'started' FROM api.workflow_executions WHERE workspace_id = '{ws}';
         INSERT INTO api.api_keys (workspace_id, created_by, name, prefix, key_hash, scopes)
         VALUES ('{ws}', '{owner}', 'ci', 'ft_populated', sha256(convert_to('{ws}', 'UTF8')), '{{leads:read}}');
+        INSERT INTO api.workspace_invitations (workspace_id, email, role, token_hash, invited_by, expires_at)
+        VALUES ('{ws}', 'invitee@{tag}.example', 'member', sha256(convert_to('invite-{ws}', 'UTF8')), '{owner}', now() + interval '7 days');
         SELECT internal.consume_quota('{ws}', 'ai_tokens', 10);
         INSERT INTO api.workspace_daily_stats (workspace_id, day, leads_created) VALUES ('{ws}', current_date, 1)
             ON CONFLICT (workspace_id, day) DO UPDATE SET leads_created = excluded.leads_created;
@@ -172,8 +178,9 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         .unwrap_or_else(|e| panic!("populate {}: {e:?}", t.slug));
     let row = db
         .query_one(
-            "SELECT l.id, e.id FROM api.leads l, api.workflow_executions e
-              WHERE l.workspace_id = $1 AND e.workspace_id = $1",
+            "SELECT l.id, e.id, k.id, i.id
+               FROM api.leads l, api.workflow_executions e, api.api_keys k, api.workspace_invitations i
+              WHERE l.workspace_id = $1 AND e.workspace_id = $1 AND k.workspace_id = $1 AND i.workspace_id = $1",
             &[&ws],
         )
         .await
@@ -185,5 +192,7 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         form_slug,
         inbound_token,
         execution_id: row.get(1),
+        api_key_id: row.get(2),
+        invitation_id: row.get(3),
     }
 }

@@ -95,7 +95,7 @@ struct Attacker {
     req: Request,
 }
 
-fn attackers(victim: &Tenant, b: &Tenant, c: &Tenant) -> Vec<Attacker> {
+fn attackers(victim: &Tenant, b: &Tenant, c: &Tenant, b_key: &str) -> Vec<Attacker> {
     let mut out: Vec<Attacker> = fixtures::ROLES
         .iter()
         .map(|role| Attacker {
@@ -110,6 +110,13 @@ fn attackers(victim: &Tenant, b: &Tenant, c: &Tenant) -> Vec<Attacker> {
     out.push(Attacker {
         name: "anon".into(),
         req: Request::anon(),
+    });
+    // An API key of tenant B holding every scope (the hook turns it into claims).
+    let mut keyed = Request::anon();
+    keyed.headers = json!({"x-api-key": b_key});
+    out.push(Attacker {
+        name: "tenant B API key (every scope)".into(),
+        req: keyed,
     });
     let forged = |name: &str, claims: Value| Attacker {
         name: format!("forged: {name}"),
@@ -163,6 +170,8 @@ fn markers(victim: &Tenant, populated: &Populated) -> Vec<String> {
         populated.workflow_id.to_string(),
         populated.lead_id.to_string(),
         populated.execution_id.to_string(),
+        populated.api_key_id.to_string(),
+        populated.invitation_id.to_string(),
     ];
     m.extend(victim.users.values().map(Uuid::to_string));
     m
@@ -182,6 +191,10 @@ fn rpc_argument(name: &str, victim: &Tenant, populated: &Populated) -> Option<St
         "name" => "attack".into(),
         "scopes" => "{leads:read}".into(),
         "email" => "intruder@evil.example".into(),
+        "new_owner" => victim.users["member"].to_string(),
+        "invitation_id" => populated.invitation_id.to_string(),
+        "key_id" => populated.api_key_id.to_string(),
+        "role" => "viewer".into(),
         "idempotency_key" | "submission_id" | "event_id" => "attack".into(),
         _ => return None,
     })
@@ -201,6 +214,14 @@ async fn attack_suite_finds_no_leaks() {
     let populated = fixtures::populate(&db, &victim).await;
     fixtures::populate(&db, &b).await;
     fixtures::populate(&db, &c).await;
+    let b_key = format!("ft_every_scope_{}", b.workspace_id);
+    db.execute(
+        "INSERT INTO api.api_keys (workspace_id, created_by, name, prefix, key_hash, scopes)
+         VALUES ($1, $2, 'every scope', left($3, 12), sha256(convert_to($3, 'UTF8')), auth.known_scopes())",
+        &[&b.workspace_id, &b.users["owner"], &b_key],
+    )
+    .await
+    .unwrap();
 
     let targets = targets(&db).await;
     assert!(
@@ -222,7 +243,7 @@ async fn attack_suite_finds_no_leaks() {
 
     let (mut attacks, mut leaks) = (0usize, Vec::<String>::new());
     let leaked = |text: &str| markers.iter().find(|m| text.contains(m.as_str())).cloned();
-    for attacker in attackers(&victim, &b, &c) {
+    for attacker in attackers(&victim, &b, &c, &b_key) {
         for t in &targets {
             let victim_rows = t
                 .victim_rows
