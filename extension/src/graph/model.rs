@@ -177,6 +177,7 @@ impl Graph {
             );
         }
         for (i, n) in nodes.iter().enumerate() {
+            crate::interrupts::check();
             let Some(key) = key_of(n.get("id")) else {
                 g.problems.push(Problem::graph(
                     "invalid_node",
@@ -215,6 +216,7 @@ impl Graph {
         g.inc = vec![Vec::new(); g.nodes.len()];
         let mut seen = HashMap::new();
         for (i, e) in edges.iter().enumerate() {
+            crate::interrupts::check();
             let key = key_of(e.get("id")).unwrap_or_else(|| format!("edges[{i}]"));
             if seen.insert(key.clone(), ()).is_some() {
                 g.problems.push(Problem::edge(

@@ -36,6 +36,7 @@ pub fn max_visits(config: &Value) -> Option<u32> {
 pub fn validate(g: &Graph, reg: &Registry) -> Vec<Problem> {
     let mut out = g.problems.clone();
     for e in &g.edges {
+        crate::interrupts::check();
         for (end, key, resolved) in [("source", &e.source, e.from), ("target", &e.target, e.to)] {
             if resolved.is_none() {
                 out.push(Problem {
@@ -63,6 +64,7 @@ pub fn validate(g: &Graph, reg: &Registry) -> Vec<Problem> {
         }
     }
     for (i, n) in g.nodes.iter().enumerate() {
+        crate::interrupts::check();
         if n.ntype.is_empty() {
             continue;
         }
