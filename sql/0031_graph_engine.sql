@@ -3,6 +3,7 @@
 -- caller's transaction; the worker reports job outcomes as step outcomes.
 SELECT flowtrack.version();
 GRANT EXECUTE ON FUNCTION
+    flowtrack.max_import_bytes(),
     flowtrack.validate_graph(text),
     flowtrack.topological_order(text),
     flowtrack.successors(text, text, text),
@@ -165,13 +166,14 @@ COMMENT ON FUNCTION internal.store_flow(api.workflows, jsonb) IS
 -- exports). Real n8n templates reach 1.2 MB, so it is larger than the form
 -- payload cap; what it bounds is the work one call may cause (every step
 -- of an import is linear in the input).
+-- The setting is superuser-only (a caller must not raise it), as superuser:
 --   ALTER DATABASE flowtrack SET flowtrack.max_import_bytes = 4194304;
 CREATE FUNCTION internal.max_import_bytes() RETURNS integer
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(nullif(current_setting('flowtrack.max_import_bytes', true), '')::integer, 2097152)
+    SELECT flowtrack.max_import_bytes()
 $$;
 COMMENT ON FUNCTION internal.max_import_bytes() IS
-  'Largest graph import accepted, in bytes of JSON text (setting flowtrack.max_import_bytes, default 2 MiB); the same for every import path.';
+  'Largest graph import accepted, in bytes of JSON text (the superuser-only setting flowtrack.max_import_bytes, default 2 MiB); the same for every import path.';
 
 CREATE FUNCTION internal.check_import_size(field text, doc text) RETURNS void
 LANGUAGE plpgsql STABLE AS $$

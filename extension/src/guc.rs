@@ -29,6 +29,12 @@ static WORKSPACE_ID: GucSetting<Option<OwnedCString>> =
 static KEY_FILE: GucSetting<Option<OwnedCString>> = GucSetting::<Option<OwnedCString>>::new(None);
 static ACTIVE_KEY_ID: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
+static MAX_IMPORT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
+
+/// `flowtrack.max_import_bytes`: the largest graph import accepted.
+pub fn max_import_bytes() -> i32 {
+    MAX_IMPORT_BYTES.get()
+}
 
 fn non_empty(setting: &GucSetting<Option<OwnedCString>>) -> Option<String> {
     let value = setting.get()?.to_string_lossy().into_owned();
@@ -89,6 +95,18 @@ pub fn init() {
         c"Written only by flowtrack.act_for inside SECURITY DEFINER functions; a value set by hand does not verify and is ignored.",
         &WORKSPACE_ID,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    // A cap on work a caller may cause: superuser-only, like the key
+    // settings, so a caller cannot raise it with SET before an import.
+    GucRegistry::define_int_guc(
+        c"flowtrack.max_import_bytes",
+        c"Largest graph import (React Flow canvas or n8n export) accepted, in bytes of JSON text.",
+        c"Every import path checks it (internal.check_import_size). Set in postgresql.conf or with ALTER DATABASE ... SET as superuser.",
+        &MAX_IMPORT_BYTES,
+        1024,
+        i32::MAX,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

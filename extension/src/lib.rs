@@ -24,6 +24,14 @@ pub extern "C-unwind" fn _PG_init() {
     guc::init();
 }
 
+/// The graph import cap (`flowtrack.max_import_bytes`), read through the
+/// library so that a placeholder a caller set before it loaded is never
+/// what counts.
+#[pg_extern(stable, parallel_safe)]
+fn max_import_bytes() -> i32 {
+    guc::max_import_bytes()
+}
+
 /// The extension's build version, so operators can tell which binary a
 /// database is running.
 #[pg_extern(immutable, parallel_safe)]
@@ -37,9 +45,11 @@ COMMENT ON SCHEMA flowtrack IS
   'FlowTrack extension functions: tenancy helpers, crypto, graph engine, quotas. Owns no tenant data.';
 COMMENT ON FUNCTION flowtrack.version() IS
   'Version of the loaded flowtrack extension binary.';
+COMMENT ON FUNCTION flowtrack.max_import_bytes() IS
+  'The graph import cap in bytes: the superuser-only setting flowtrack.max_import_bytes (default 2 MiB).';
 "#,
     name = "comments_lib",
-    requires = [version]
+    requires = [version, max_import_bytes]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

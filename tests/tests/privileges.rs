@@ -683,3 +683,24 @@ async fn every_function_body_is_schema_qualified() {
         failures.join("\n")
     );
 }
+
+/// Limits on the work a caller may cause are superuser-only settings: a
+/// caller's SET is refused once the library is loaded, and a placeholder it
+/// set before the library loaded is discarded when it loads.
+#[tokio::test]
+async fn callers_cannot_raise_the_import_cap() {
+    let db = flowtrack_tests::connect_authenticator().await;
+    // A fresh session: flowtrack.so is not loaded yet (it is not preloaded),
+    // so the name is only a placeholder and the SET itself goes through.
+    db.batch_execute("SET flowtrack.max_import_bytes = '999999999'")
+        .await
+        .unwrap();
+    db.batch_execute("SET ROLE authenticated").await.unwrap();
+    let cap: Vec<i32> = column(&db, "SELECT flowtrack.max_import_bytes()", &[]).await;
+    assert_eq!(cap, [2 * 1024 * 1024]);
+    let err = db
+        .batch_execute("SET flowtrack.max_import_bytes = '999999999'")
+        .await
+        .expect_err("a caller raised the import cap");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+}
