@@ -563,7 +563,7 @@ async fn anon_and_worker_execute_exactly_their_entry_points() {
 }
 
 /// The hook and what it calls, the public entry points, the claim readers.
-const ANON_EXECUTES: [&str; 14] = [
+const ANON_EXECUTES: [&str; 15] = [
     "api.receive_webhook(text,jsonb,text)",
     "api.search_templates(text,text)",
     "api.submit_form(text,text,jsonb,text)",
@@ -572,19 +572,21 @@ const ANON_EXECUTES: [&str; 14] = [
     "auth.check_request()",
     "auth.known_scopes()",
     "auth.scopes_allow(text[],text,text)",
-    "auth.touch_api_key(uuid)",
+    "auth.touch_api_key(text)",
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
     "flowtrack.jwt_claim(text)",
+    "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
 ];
 /// The queue, the step reports, one connection's secret, the claim readers.
-const WORKER_EXECUTES: [&str; 11] = [
+const WORKER_EXECUTES: [&str; 12] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
     "flowtrack.jwt_claim(text)",
+    "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
     "internal.claim_jobs(text,integer,interval)",
     "internal.complete_job(uuid,text,jsonb)",
