@@ -28,6 +28,12 @@ const SUPERUSER_DEFINERS: [(&str, &str); 0] = [];
 /// Schemas whose functions the lint and the attack cover.
 const OUR_SCHEMAS: &str = "'api', 'auth', 'internal', 'partitions', 'flowtrack', 'public'";
 
+/// Asserts that `sql` (one text column, each row a violation) finds nothing.
+async fn none(db: &Client, what: &str, sql: &str) {
+    let found: Vec<String> = column(db, sql, &[]).await;
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
 /// Exactly `pg_catalog, pg_temp`: pg_temp last, so a caller's temporary
 /// objects are found after everything real, and nothing else, because every
 /// body names the schema of what it touches (checked below), so no schema's
@@ -35,8 +41,9 @@ const OUR_SCHEMAS: &str = "'api', 'auth', 'internal', 'partitions', 'flowtrack',
 #[tokio::test]
 async fn every_security_definer_pins_search_path_with_pg_temp_last() {
     let db = connect().await;
-    let bad: Vec<String> = column(
+    none(
         &db,
+        "SECURITY DEFINER functions whose search_path is not exactly pg_catalog, pg_temp",
         &format!(
             "SELECT p.oid::regprocedure::text || ' ' || coalesce(array_to_string(p.proconfig, ' '), '(no SET clause)')
                FROM pg_catalog.pg_proc p
@@ -44,14 +51,8 @@ async fn every_security_definer_pins_search_path_with_pg_temp_last() {
                 AND NOT ('search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{{}}')))
               ORDER BY 1"
         ),
-        &[],
     )
     .await;
-    assert!(
-        bad.is_empty(),
-        "SECURITY DEFINER functions whose search_path is not exactly pg_catalog, pg_temp:\n{}",
-        bad.join("\n")
-    );
 }
 
 /// Any function with its own search_path must list pg_temp last too: an
@@ -60,8 +61,9 @@ async fn every_security_definer_pins_search_path_with_pg_temp_last() {
 #[tokio::test]
 async fn every_pinned_search_path_ends_in_pg_temp() {
     let db = connect().await;
-    let bad: Vec<String> = column(
+    none(
         &db,
+        "functions with a search_path that does not end in pg_temp",
         &format!(
             "SELECT p.oid::regprocedure::text || ' ' || c
                FROM pg_catalog.pg_proc p, unnest(p.proconfig) c
@@ -69,14 +71,8 @@ async fn every_pinned_search_path_ends_in_pg_temp() {
                 AND c LIKE 'search\\_path=%' AND c !~ '(^|[ ,=])pg_temp\"?$'
               ORDER BY 1"
         ),
-        &[],
     )
     .await;
-    assert!(
-        bad.is_empty(),
-        "functions with a search_path that does not end in pg_temp:\n{}",
-        bad.join("\n")
-    );
 }
 
 #[tokio::test]
@@ -111,8 +107,9 @@ async fn no_security_definer_runs_as_superuser_unless_listed() {
 #[tokio::test]
 async fn the_tenant_override_is_scoped_to_the_function_that_sets_it() {
     let db = connect().await;
-    let unscoped_callers: Vec<String> = column(
+    none(
         &db,
+        "functions that call flowtrack.act_for without SET flowtrack.workspace_id = ''",
         &format!(
             "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
               WHERE p.prosrc LIKE '%flowtrack.act_for(%'
@@ -120,15 +117,11 @@ async fn the_tenant_override_is_scoped_to_the_function_that_sets_it() {
                 AND NOT ('flowtrack.workspace_id=' = ANY (coalesce(p.proconfig, '{{}}')))
               ORDER BY 1"
         ),
-        &[],
     )
     .await;
-    assert!(
-        unscoped_callers.is_empty(),
-        "functions that call flowtrack.act_for without SET flowtrack.workspace_id = '': {unscoped_callers:?}"
-    );
-    let unreset_entry_points: Vec<String> = column(
+    none(
         &db,
+        "SECURITY DEFINER entry points without SET flowtrack.workspace_id = ''",
         &format!(
             "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
               WHERE p.prosecdef AND p.pronamespace::regnamespace::text IN ({OUR_SCHEMAS})
@@ -139,13 +132,8 @@ async fn the_tenant_override_is_scoped_to_the_function_that_sets_it() {
                 AND NOT ('flowtrack.workspace_id=' = ANY (coalesce(p.proconfig, '{{}}')))
               ORDER BY 1"
         ),
-        &[],
     )
     .await;
-    assert!(
-        unreset_entry_points.is_empty(),
-        "SECURITY DEFINER entry points without SET flowtrack.workspace_id = '': {unreset_entry_points:?}"
-    );
     let act_for_callers: Vec<String> = column(
         &db,
         "SELECT r.rolname::text FROM pg_catalog.pg_roles r
