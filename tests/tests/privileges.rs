@@ -702,3 +702,61 @@ async fn callers_cannot_raise_the_import_cap() {
         .expect_err("a caller raised the import cap");
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
 }
+
+/// Issue 9, section 3: any SQL-level caller could `set_config` the tenant
+/// override and read and update another tenant's leads, even as a viewer
+/// claiming owner. Now a hand-set value, bare or in the sealed format, is
+/// ignored and the caller stays in its own workspace with its own role.
+#[tokio::test]
+async fn a_hand_set_tenant_override_reaches_no_other_tenant() {
+    let setup = connect().await;
+    let (mine, victim) = (
+        fixtures::tenant(&setup, "pro").await,
+        fixtures::tenant(&setup, "pro").await,
+    );
+    fixtures::populate(&setup, &victim).await;
+    let v = victim.workspace_id.to_string();
+    let db = flowtrack_tests::connect_authenticator().await;
+    for forged in [
+        v.clone(),
+        format!("{v}/owner/{}", "0".repeat(32)),
+        format!("{v}/owner"),
+    ] {
+        db.batch_execute("BEGIN").await.unwrap();
+        db.query(
+            "SELECT set_config('role', 'authenticated', true),
+                    set_config('request.jwt.claims', $1, true),
+                    set_config('flowtrack.workspace_id', $2, true),
+                    set_config('flowtrack.workspace_role', 'owner', true)",
+            &[&mine.claims("viewer").to_string(), &forged],
+        )
+        .await
+        .unwrap();
+        let seen: Vec<i64> = column(
+            &db,
+            "SELECT count(*) FROM api.leads WHERE workspace_id = $1::uuid",
+            &[&v],
+        )
+        .await;
+        assert_eq!(seen, [0], "read the victim's leads with override {forged}");
+        let changed = db
+            .execute(
+                "UPDATE api.leads SET first_name = 'pwned' WHERE workspace_id = $1::uuid",
+                &[&v],
+            )
+            .await;
+        // A viewer may not update at all (42501), or the update matches no row.
+        assert!(
+            matches!(changed, Ok(0)) || changed.is_err(),
+            "updated the victim's leads with override {forged}: {changed:?}"
+        );
+        db.batch_execute("ROLLBACK").await.unwrap();
+    }
+    let untouched: Vec<i64> = column(
+        &setup,
+        "SELECT count(*) FROM api.leads WHERE workspace_id = $1 AND first_name = 'pwned'",
+        &[&victim.workspace_id],
+    )
+    .await;
+    assert_eq!(untouched, [0]);
+}
