@@ -33,7 +33,8 @@ COMMIT;
 -- {"op":"gt","path":...,"value":...}), writing the same steps, lead update
 -- and execution row.
 CREATE FUNCTION bench.start_execution_plpgsql(ws uuid, workflow_id uuid, payload jsonb, idempotency_key text, lead_id uuid)
-RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal AS $$
+RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, api, internal, pg_temp
+SET flowtrack.workspace_id = '' AS $$
 DECLARE
     w api.workflows;
     g jsonb;
@@ -48,8 +49,7 @@ DECLARE
     actual jsonb;
     steps integer := 0;
 BEGIN
-    PERFORM set_config('flowtrack.workspace_id', ws::text, true);
-    PERFORM set_config('flowtrack.workspace_role', 'owner', true);
+    PERFORM flowtrack.act_for(ws, 'owner');
     SELECT * INTO w FROM api.workflows x WHERE x.id = start_execution_plpgsql.workflow_id AND x.deleted_at IS NULL;
     SELECT to_jsonb(l) INTO lead FROM api.leads l WHERE l.id = start_execution_plpgsql.lead_id;
     lead := lead || jsonb_build_object('fields', coalesce(lead -> 'custom_fields', '{}'));
