@@ -734,15 +734,15 @@ async fn a_hand_set_tenant_override_reaches_no_other_tenant() {
         .unwrap();
         let seen: Vec<i64> = column(
             &db,
-            "SELECT count(*) FROM api.leads WHERE workspace_id = $1::uuid",
-            &[&v],
+            "SELECT count(*) FROM api.leads WHERE workspace_id = $1",
+            &[&victim.workspace_id],
         )
         .await;
         assert_eq!(seen, [0], "read the victim's leads with override {forged}");
         let changed = db
             .execute(
-                "UPDATE api.leads SET first_name = 'pwned' WHERE workspace_id = $1::uuid",
-                &[&v],
+                "UPDATE api.leads SET first_name = 'pwned' WHERE workspace_id = $1",
+                &[&victim.workspace_id],
             )
             .await;
         // A viewer may not update at all (42501), or the update matches no row.
