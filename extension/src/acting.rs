@@ -15,7 +15,7 @@
 //! The key never leaves the backend and dies with it, so a sealed value is
 //! worthless in another session. Within a session, the header's reset keeps
 //! a sealed value from outliving the call that made it (a catalog lint in
-//! tests/tests/definer_lint.rs checks every caller of act_for has it).
+//! tests/tests/privileges.rs checks every caller of act_for has it).
 
 use std::cell::OnceCell;
 
@@ -26,7 +26,7 @@ use sha2::Sha256;
 
 use crate::error::raise;
 use crate::guc;
-use crate::tenancy::ROLES;
+use crate::tenancy::{self, ROLES};
 
 /// The setting that carries the sealed override.
 pub const SETTING: &str = "flowtrack.workspace_id";
@@ -91,7 +91,10 @@ fn open(key: &[u8; 32], value: &str) -> Option<(String, String)> {
 /// The override in force, when one is set and genuine. A forged or stale
 /// value counts as no override at all (the caller then acts on its claims).
 pub fn current() -> Option<(String, String)> {
-    open(&key(), &guc::get(SETTING)?)
+    // Read the setting first: a session that never acts for a workspace
+    // never draws a key.
+    let value = guc::get(SETTING)?;
+    open(&key(), &value)
 }
 
 /// Act for workspace `ws` with `role` until the calling function returns.
@@ -100,14 +103,7 @@ pub fn current() -> Option<(String, String)> {
 /// until the end of the transaction.
 #[pg_extern(volatile, parallel_unsafe)]
 fn act_for(ws: pgrx::Uuid, role: &str) {
-    if !ROLES.contains(&role) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("role: unknown workspace role \"{role}\""),
-            None,
-            "Roles are owner, admin, member and viewer.",
-        );
-    }
+    tenancy::check_roles("role", &[role]);
     let ws = ws.to_string();
     guc::set_local(SETTING, &seal(&key(), &ws, role));
 }

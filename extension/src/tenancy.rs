@@ -79,8 +79,9 @@ fn current_workspace_role() -> Option<String> {
     ROLES.contains(&raw.as_str()).then_some(raw)
 }
 
-fn check_roles(field: &str, roles: &[String]) {
-    if let Some(bad) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+/// Refuses (22023, naming `field`) any role that is not a workspace role.
+pub(crate) fn check_roles(field: &str, roles: &[impl AsRef<str>]) {
+    if let Some(bad) = roles.iter().map(AsRef::as_ref).find(|r| !ROLES.contains(r)) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("{field}: unknown workspace role \"{bad}\""),
