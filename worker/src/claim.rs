@@ -2,18 +2,9 @@
 //! thin wrappers over its SQL functions, which own every decision (leases,
 //! retries, backoff, dead-lettering).
 
-use serde_json::Value;
 use tokio_postgres::Client;
-use uuid::Uuid;
 
-/// A claimed job: what to do, and the lease it was claimed under.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub id: Uuid,
-    pub kind: String,
-    pub payload: Value,
-    pub attempt: i32,
-}
+use crate::job::{Job, Outcome};
 
 /// Claim up to `n` due jobs (`FOR UPDATE SKIP LOCKED` inside the function).
 pub async fn claim(
@@ -34,20 +25,10 @@ pub async fn claim(
             kind: r.get(1),
             payload: r.get(2),
             attempt: r.get(3),
+            fence: r.get(3),
+            workspace_id: None,
         })
         .collect())
-}
-
-/// How a job ended, as the worker saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Done(Value),
-    /// Failed; `retry` says whether trying again could help.
-    Failed {
-        error: String,
-        retry: bool,
-        result: Value,
-    },
 }
 
 pub async fn report(

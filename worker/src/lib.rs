@@ -3,6 +3,8 @@
 //! back through SQL functions.
 
 pub mod claim;
+pub mod db;
 pub mod deliver;
+pub mod job;
 pub mod migrate;
 pub mod run;

@@ -13,8 +13,10 @@ use futures_util::{stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::claim::{self, Outcome};
+use crate::claim;
+use crate::db;
 use crate::deliver;
+use crate::job::Outcome;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -50,6 +52,7 @@ pub async fn run(url: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    let pool = db::pool(url, 4)?;
     let worker = format!("worker-{}", std::process::id());
     let batch = env_u64("FLOWTRACK_BATCH", 16) as i32;
     let poll = Duration::from_millis(env_u64("FLOWTRACK_POLL_MS", 250));
@@ -62,16 +65,12 @@ pub async fn run(url: &str) -> Result<(), String> {
             .await
             .map_err(|e| format!("claim_jobs: {e}"))?;
         let full = jobs.len() as i32 == batch;
-        let work = jobs.into_iter().map(|job| async move {
-            let j = job.clone();
-            let outcome = tokio::task::spawn_blocking(move || deliver::perform(&j))
-                .await
-                .unwrap_or_else(|e| Outcome::Failed {
-                    error: format!("handler crashed: {e}"),
-                    retry: true,
-                    result: serde_json::Value::Null,
-                });
-            (job, outcome)
+        let work = jobs.into_iter().map(|job| {
+            let pool = &pool;
+            async move {
+                let outcome = deliver::perform(pool, &job).await;
+                (job, outcome)
+            }
         });
         for (job, outcome) in futures_util::future::join_all(work).await {
             if let Outcome::Failed { error, .. } = &outcome {

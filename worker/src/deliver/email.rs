@@ -13,7 +13,7 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart};
 use lettre::{FileTransport, Message, SmtpTransport, Transport};
 use serde_json::{json, Value};
 
-use crate::claim::Outcome;
+use crate::job::Outcome;
 
 fn failed(error: String, retry: bool) -> Outcome {
     Outcome::Failed {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::claim::Outcome;
+use crate::job::Outcome;
 
 const MAX_BODY: u64 = 64 * 1024;
 

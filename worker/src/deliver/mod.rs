@@ -1,20 +1,34 @@
-//! Side effects, one module per kind of job. Each takes the job's payload and
-//! returns an [`Outcome`](crate::claim::Outcome); none touches the database.
+//! Side effects, one module per kind of job. Each takes the claimed job and
+//! returns an [`Outcome`]; the database decides what the outcome means
+//! (retry, dead, the step's output). The pool is for what a side effect must
+//! read or record under its lease (credentials, refreshed tokens), never for
+//! decisions.
 
 pub mod email;
 pub mod http;
 
-use crate::claim::{Job, Outcome};
+use serde_json::json;
 
-/// Perform one job. Blocking I/O, so callers run it on a blocking thread.
-pub fn perform(job: &Job) -> Outcome {
+use crate::db::Pool;
+use crate::job::{Job, Outcome};
+
+/// Perform one job. Blocking I/O runs on the blocking pool, so many jobs can
+/// be in flight without holding up the caller's runtime.
+pub async fn perform(_pool: &Pool, job: &Job) -> Outcome {
+    let payload = job.payload.clone();
+    let blocking = |f: fn(&serde_json::Value) -> Outcome| async move {
+        tokio::task::spawn_blocking(move || f(&payload))
+            .await
+            .unwrap_or_else(|e| Outcome::failed(format!("handler crashed: {e}"), true))
+    };
     match job.kind.as_str() {
-        "http_request" | "webhook" => http::perform(&job.payload),
-        "email" => email::perform(&job.payload),
-        other => Outcome::Failed {
-            error: format!("kind: this worker has no handler for job kind \"{other}\""),
-            retry: false,
-            result: serde_json::Value::Null,
-        },
+        // Does nothing: the benchmarks' and tests' job.
+        "noop" => Outcome::Done(json!({})),
+        "http_request" | "webhook" => blocking(http::perform).await,
+        "email" => blocking(email::perform).await,
+        other => Outcome::failed(
+            format!("kind: this worker has no handler for job kind \"{other}\""),
+            false,
+        ),
     }
 }
