@@ -62,7 +62,9 @@ CREATE TABLE internal.jobs (
 CREATE INDEX jobs_due ON internal.jobs
     ((coalesce(workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)), run_at) WHERE status = 'queued';
 CREATE INDEX jobs_lease ON internal.jobs (locked_until) WHERE status = 'running';
-CREATE INDEX jobs_workspace_id ON internal.jobs (workspace_id);
+-- No index on workspace_id alone: every claim and enqueue would maintain it,
+-- and the one reader, a workspace's deletion cascading here, scans a table
+-- that holds only live jobs.
 COMMENT ON TABLE internal.jobs IS
   'Live side effects for the worker (HTTP, webhooks, email): queued or running under a lease. Finished jobs leave: succeeded ones are deleted, dead ones move to internal.dead_jobs.';
 COMMENT ON COLUMN internal.jobs.attempts IS 'Claims that counted as attempts (a release gives one back).';
@@ -115,10 +117,11 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     WITH RECURSIVE
     start AS (SELECT pg_catalog.gen_random_uuid() AS k),
     fwd (k) AS (
+        -- The start as a scalar subquery: an index condition, not a filter.
         (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
-           FROM internal.jobs j, start
+           FROM internal.jobs j
           WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
-            AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) >= start.k
+            AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) >= (SELECT start.k FROM start)
           ORDER BY 1 LIMIT 1)
         UNION ALL
         SELECT (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
