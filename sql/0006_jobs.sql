@@ -86,6 +86,7 @@ CREATE TABLE internal.dead_jobs (
     died_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX dead_jobs_workspace ON internal.dead_jobs (workspace_id, died_at DESC);
+CREATE INDEX dead_jobs_kind ON internal.dead_jobs (kind);
 COMMENT ON TABLE internal.dead_jobs IS
   'Jobs that will not run again by themselves: failed for good, out of attempts, or cancelled. Owners and admins requeue them (api.requeue_job).';
 COMMENT ON COLUMN internal.dead_jobs.reason IS
