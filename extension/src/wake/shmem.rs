@@ -77,7 +77,8 @@ impl<const N: usize> Slots<N> {
         let word = &self.words[slot];
         let mut seen = word.load(SeqCst);
         loop {
-            if seen == 0 {
+            // 1 is no word park writes; read as free rather than trusted.
+            if seen <= WOKEN {
                 return Wake::Free;
             }
             if seen & WOKEN != 0 {
