@@ -352,7 +352,7 @@ impl<'a> Loader<'a> {
             None => default_worker_name(),
         };
         let concurrency = self.int(&CONCURRENCY, f.concurrency, 32, 1, 10_000)? as usize;
-        let claim_batch = self.int(&CLAIM_BATCH, f.claim_batch, 32, 1, 10_000)? as usize;
+        let claim_batch = self.int(&CLAIM_BATCH, f.claim_batch, 32, 1, 1000)? as usize;
         let wait_ms = self.int(&WAIT_MS, f.wait_ms, 1000, 0, 60_000)?;
         let poll_ms = self.int(&POLL_MS, f.poll_ms, 250, 1, 60_000)?;
         let pool_size = self.int(&POOL_SIZE, f.pool_size, 8, 2, 1000)? as usize;
