@@ -518,6 +518,7 @@ async fn a_killed_worker_s_job_is_reclaimed_and_completed_once() {
         reclaimed_after < Duration::from_secs(10),
         "reclaimed {reclaimed_after:?} after the kill"
     );
+    eprintln!("kill -9: the job ran again {reclaimed_after:?} after the kill (lease 2 s, poll {poll_ms} ms)");
     assert_eq!(seen[0].body, seen[1].body);
     let key = |s: &Seen| s.headers.get("idempotency-key").cloned();
     assert_eq!(

@@ -26,11 +26,33 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// Whether the connection should be dropped rather than reused.
+    /// Whether the connection should be dropped rather than reused: no
+    /// answer came, or the server is ending the session (class 08 connection
+    /// exception, 57 operator intervention such as a shutdown).
     fn breaks_connection(&self) -> bool {
         match self {
             CallError::Connect(_) | CallError::Timeout(_) => true,
-            CallError::Sql(e) => e.as_db_error().is_none() || e.is_closed(),
+            CallError::Sql(e) => match e.as_db_error() {
+                None => true,
+                Some(db) => matches!(&db.code().code()[..2], "08" | "57"),
+            },
+        }
+    }
+
+    /// Whether the database refused the call's content, so sending the same
+    /// thing again would fail again (bad data, a bug), as opposed to a
+    /// transient failure (connection, shutdown, deadlock, serialization,
+    /// resources, lock timeout) that a retry can get past.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            CallError::Sql(e) => match e.as_db_error() {
+                None => false,
+                Some(db) => {
+                    let code = db.code().code();
+                    !matches!(&code[..2], "08" | "40" | "53" | "57" | "58") && code != "55P03"
+                }
+            },
+            _ => false,
         }
     }
 }
