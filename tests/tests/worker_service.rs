@@ -583,6 +583,192 @@ async fn a_killed_worker_s_job_is_reclaimed_and_completed_once() {
     forget(&db, t.workspace_id).await;
 }
 
+/// A job longer than its lease keeps it by heartbeat: performed once,
+/// completed, never stale.
+#[tokio::test]
+async fn a_job_longer_than_its_lease_keeps_it_by_heartbeat() {
+    let _turn = TURN.lock().await;
+    let (db, _) = connections().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    let lease = KindLease::set(&db, "http_request", 2).await;
+    let sink = Sink::start(|_| Duration::from_secs(5));
+    let payload = json!({"url": sink.url, "body": {"long": true}, "timeout_ms": 30000});
+    let job = enqueue(&db, t.workspace_id, "http_request", &payload, 1).await[0];
+    quiet_others(&db, &[t.workspace_id]).await;
+    let worker = Worker::start(&[
+        ("FLOWTRACK_METRICS_ADDR", free_addr()),
+        ("FLOWTRACK_WAIT_MS", "200".into()),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = db
+            .query_one("SELECT count(*) FROM internal.jobs WHERE id = $1", &[&job])
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed:\n{}",
+            worker.log()
+        );
+        sleep_ms(50).await;
+    }
+    assert_eq!(sink.seen().len(), 1, "performed once");
+    let m = worker.scrape();
+    let http = |name: &str| {
+        metric(
+            &m,
+            &format!("flowtrack_worker_{name}{{kind=\"http_request\"}}"),
+        )
+    };
+    assert_eq!(http("jobs_succeeded_total"), 1.0);
+    assert_eq!(http("jobs_stale_total"), 0.0);
+    assert_eq!(http("leases_lost_total"), 0.0);
+    assert!(
+        http("job_duration_seconds_sum") >= 5.0,
+        "the job outlived two leases"
+    );
+    assert_eq!(counts(&db, t.workspace_id).await, (0, 0, 0));
+    lease.restore(&db).await;
+    drop(worker);
+    forget(&db, t.workspace_id).await;
+}
+
+/// A lease taken over by another claim: the heartbeat finds it lost and the
+/// worker logs it; its report comes back stale, is logged with the job id
+/// and changes nothing; the new holder's report counts.
+#[tokio::test]
+async fn a_lost_lease_is_logged_and_its_report_is_stale() {
+    let _turn = TURN.lock().await;
+    let (db, worker_role) = connections().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    let lease = KindLease::set(&db, "http_request", 2).await;
+    let sink = Sink::start(|_| Duration::from_secs(3));
+    let payload = json!({"url": sink.url, "body": {"taken": "over"}, "timeout_ms": 30000});
+    let job = enqueue(&db, t.workspace_id, "http_request", &payload, 1).await[0];
+    quiet_others(&db, &[t.workspace_id]).await;
+    let worker = Worker::start(&[
+        ("FLOWTRACK_METRICS_ADDR", free_addr()),
+        ("FLOWTRACK_WAIT_MS", "200".into()),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.seen().is_empty() {
+        assert!(Instant::now() < deadline, "{}", worker.log());
+        sleep_ms(20).await;
+    }
+    // Expire the lease and claim the job again in one transaction, so the
+    // worker's heartbeat cannot slip in between (it waits on the row lock).
+    let messages = db
+        .simple_query(&format!(
+            "BEGIN;
+             UPDATE internal.jobs SET locked_until = now() - interval '1 second' WHERE id = '{job}';
+             SELECT id, fence FROM internal.claim_jobs('thief', 1);
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+    let (id, fence): (Uuid, i32) = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get(0).unwrap().parse().unwrap(),
+                r.get(1).unwrap().parse().unwrap(),
+            )),
+            _ => None,
+        })
+        .expect("the expired job is claimed again");
+    // The thief keeps its lease (30 s again, extended once), so the worker
+    // does not reclaim the job in turn while the test looks.
+    lease.restore(&db).await;
+    let kept = worker_role
+        .query(
+            "SELECT id FROM internal.heartbeat_jobs('thief', ARRAY[$1::uuid], ARRAY[$2::integer])",
+            &[&id, &fence],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(id, job);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = worker.scrape();
+        if metric(
+            &m,
+            "flowtrack_worker_jobs_stale_total{kind=\"http_request\"}",
+        ) >= 1.0
+        {
+            assert_eq!(
+                metric(
+                    &m,
+                    "flowtrack_worker_leases_lost_total{kind=\"http_request\"}"
+                ),
+                1.0
+            );
+            assert_eq!(
+                metric(
+                    &m,
+                    "flowtrack_worker_jobs_succeeded_total{kind=\"http_request\"}"
+                ),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stale report:\n{}",
+            worker.log()
+        );
+        sleep_ms(100).await;
+    }
+    let log = worker.log();
+    let job_text = job.to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("lease lost") && l.contains(&job_text)),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("report stale") && l.contains(&job_text)),
+        "{log}"
+    );
+    // The stale report changed nothing: the thief still holds the job.
+    let r = db
+        .query_one(
+            "SELECT status, claims, locked_by FROM internal.jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, String>(2)
+        ),
+        ("running".into(), fence, "thief".into())
+    );
+    let done: String = worker_role
+        .query_one(
+            "SELECT outcome FROM internal.complete_jobs('thief', ARRAY[$1::uuid], ARRAY[$2::integer], ARRAY['{}'::jsonb])",
+            &[&job, &fence],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, "completed");
+    assert_eq!(
+        sink.seen().len(),
+        1,
+        "the thief performed nothing; the worker once"
+    );
+    drop(worker);
+    forget(&db, t.workspace_id).await;
+}
+
 async fn restart_postgres() -> Duration {
     let data = env("FLOWTRACK_TEST_PGDATA");
     let log = env("FLOWTRACK_TEST_PG_LOG");
@@ -653,6 +839,7 @@ async fn a_postgres_restart_costs_only_the_calls_in_flight() {
     enqueue(&db, t.workspace_id, "noop", &json!({"restart": true}), JOBS).await;
     quiet_others(&db, &[t.workspace_id]).await;
     let addr = free_addr();
+    let started = Instant::now();
     let mut worker = Worker::start(&[
         ("FLOWTRACK_METRICS_ADDR", addr.clone()),
         ("FLOWTRACK_WAIT_MS", "200".into()),
@@ -695,6 +882,7 @@ async fn a_postgres_restart_costs_only_the_calls_in_flight() {
         );
         sleep_ms(100).await;
     }
+    let burn = started.elapsed();
     let m = worker.scrape();
     let errors: f64 = m
         .iter()
@@ -714,7 +902,9 @@ async fn a_postgres_restart_costs_only_the_calls_in_flight() {
         JOBS as f64,
         "succeeded {succeeded}, stale {stale}"
     );
-    eprintln!("restart took {restart:?}; worker: {errors} failed calls, {stale} stale re-sends");
+    eprintln!(
+        "{JOBS} jobs in {burn:?} with a restart of {restart:?} in the middle; worker: {errors} failed calls, {stale} stale re-sends"
+    );
 
     worker.signal("-TERM");
     let status = worker
@@ -887,6 +1077,30 @@ async fn sigterm_drains_within_the_grace_period() {
     assert_eq!(status.code(), Some(1), "{}", worker.log());
     drop(sink);
     forget(&db, t.workspace_id).await;
+
+    // An idle worker parked in claim_jobs stops at once: the parked claim is
+    // cancelled, not waited out.
+    quiet_others(&db, &[]).await;
+    let mut worker = Worker::start(&[("FLOWTRACK_WAIT_MS", "30000".into())]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !worker.log().contains("worker starting") {
+        assert!(Instant::now() < deadline, "{}", worker.log());
+        sleep_ms(20).await;
+    }
+    sleep_ms(500).await;
+    worker.signal("-TERM");
+    let signalled = Instant::now();
+    let status = worker
+        .exit_within(Duration::from_secs(20))
+        .await
+        .expect("the worker exits");
+    let stop = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", worker.log());
+    assert!(
+        stop < Duration::from_secs(5),
+        "a 30 s park was waited out: {stop:?}"
+    );
+    eprintln!("idle: stopped {stop:?} after SIGTERM while parked (wait_ms 30000)");
 }
 
 /// `flowtrack-worker status` and `/metrics` show what the database holds.

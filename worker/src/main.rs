@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     });
     // Do not wait for side effects still on blocking threads (aborted jobs
     // whose leases were released): their results are no longer wanted.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
