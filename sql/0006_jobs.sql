@@ -65,6 +65,12 @@ CREATE INDEX jobs_lease ON internal.jobs (locked_until) WHERE status = 'running'
 -- No index on workspace_id alone: every claim and enqueue would maintain it,
 -- and the one reader, a workspace's deletion cascading here, scans a table
 -- that holds only live jobs.
+-- Every job leaves a dead row version behind its claim and its delete:
+-- vacuum by count, not by a fraction of a table whose size swings with the
+-- backlog, and without cost sleeps (the table is small once drained).
+ALTER TABLE internal.jobs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
+                               autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 2000,
+                               autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE internal.jobs IS
   'Live side effects for the worker (HTTP, webhooks, email): queued or running under a lease. Finished jobs leave: succeeded ones are deleted, dead ones move to internal.dead_jobs.';
 COMMENT ON COLUMN internal.jobs.attempts IS 'Claims that counted as attempts (a release gives one back).';
