@@ -648,7 +648,7 @@ BEGIN
                                   THEN (result ->> 'status')::numeric::integer END,
            response_body = pg_catalog.left(result ->> 'body', 2048),
            duration_ms = CASE WHEN pg_catalog.jsonb_typeof(result -> 'duration_ms') = 'number'
-                              THEN pg_catalog.least((result ->> 'duration_ms')::numeric, 2147483647)::integer END,
+                              THEN least((result ->> 'duration_ms')::numeric, 2147483647)::integer END,
            last_error = pg_catalog.left(error, 2000),
            delivered_at = CASE WHEN outcome = 'succeeded' THEN pg_catalog.now() END
      WHERE d.job_id = record_delivery.job_id AND d.workspace_id = ws
