@@ -28,8 +28,12 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// A pool logged in as the worker role (over the superuser's socket, where
-/// the test cluster trusts local logins).
+/// the test cluster trusts local logins). The sinks live on 127.0.0.1, which
+/// the worker's egress guard refuses unless the development allowlist names
+/// it: set before any delivery reads it.
 fn worker_pool() -> Pool {
+    static ALLOW_LOOPBACK: std::sync::Once = std::sync::Once::new();
+    ALLOW_LOOPBACK.call_once(|| std::env::set_var("FLOWTRACK_EGRESS_ALLOW", "127.0.0.1"));
     let su = std::env::var("FLOWTRACK_TEST_DATABASE_URL").unwrap();
     let url = su.replace("user=postgres", "user=flowtrack_worker");
     assert_ne!(url, su, "superuser URL has no user=postgres: {su}");
