@@ -559,8 +559,9 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
 ];
-/// The queue, the step reports, one connection's secret, the claim readers.
-const WORKER_EXECUTES: [&str; 15] = [
+/// The queue, the step reports, one connection's secret, the signing secrets
+/// of a leased webhook delivery, the claim readers.
+const WORKER_EXECUTES: [&str; 16] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
@@ -576,6 +577,7 @@ const WORKER_EXECUTES: [&str; 15] = [
     "internal.heartbeat_jobs(text,uuid[],integer[])",
     "internal.queue_status()",
     "internal.release_jobs(text,uuid[],integer[])",
+    "internal.webhook_signing_secrets(uuid,integer)",
 ];
 
 /// Bodies name what they touch: every PL/pgSQL and SQL function of ours
