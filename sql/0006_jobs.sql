@@ -76,6 +76,7 @@ CREATE INDEX jobs_lease ON internal.jobs (locked_until) WHERE status = 'running'
 -- backlog, and without cost sleeps (the table is small once drained).
 ALTER TABLE internal.jobs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
                                autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 2000,
+                               autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000,
                                autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE internal.jobs IS
   'Live side effects for the worker (HTTP, webhooks, email): queued or running under a lease. Finished jobs leave: succeeded ones are deleted, dead ones move to internal.dead_jobs.';
@@ -263,13 +264,23 @@ COMMENT ON FUNCTION internal.claim_jobs(text, integer, integer) IS
 
 -- ----------------------------------------------------------- reporting ----
 
+-- Reports join arrays (unnest) to the jobs they name. The planner knows
+-- neither side's size: an array parameter is "10 rows", and the queue's
+-- statistics are whatever it held at the last ANALYZE, often empty. With a
+-- nested loop it rescanned the array once per running job: a heartbeat of
+-- 20,000 leases took 123 s (measured; a benchmark's heartbeat ran for 20
+-- minutes). So the reporting functions turn nested loops off for their own
+-- statements (SET enable_nestloop = off: hash joins, 123 ms for the same
+-- call), and what they call to carry the graph on (finish_job_step,
+-- record_delivery) turns them back on for its own queries.
+
 -- Move jobs out of the queue for good, and tell what waited on them: a
 -- step fails (its graph carries on down error edges, or the execution
 -- fails), a webhook delivery is marked failed.
 CREATE FUNCTION internal.bury_jobs(ids uuid[], reason text, error text,
                                    result_ids uuid[] DEFAULT NULL, results jsonb[] DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_nestloop = off AS $$
 DECLARE
     r record;
     n integer := 0;
@@ -302,7 +313,8 @@ COMMENT ON FUNCTION internal.bury_jobs(uuid[], text, text, uuid[], jsonb[]) IS
 
 CREATE FUNCTION internal.complete_jobs(worker text, ids uuid[], fences integer[], results jsonb[])
 RETURNS TABLE (id uuid, outcome text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = ''
+SET enable_nestloop = off AS $$
 DECLARE
     r record;
     done uuid[] := '{}';
@@ -335,7 +347,8 @@ COMMENT ON FUNCTION internal.complete_jobs(text, uuid[], integer[], jsonb[]) IS
 
 CREATE FUNCTION internal.fail_jobs(worker text, ids uuid[], fences integer[], errors text[], retry boolean[], results jsonb[])
 RETURNS TABLE (id uuid, outcome text, run_at timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = ''
+SET enable_nestloop = off AS $$
 DECLARE
     r record;
     retried uuid[] := '{}';
@@ -400,7 +413,8 @@ COMMENT ON FUNCTION internal.fail_jobs(text, uuid[], integer[], text[], boolean[
 
 CREATE FUNCTION internal.heartbeat_jobs(worker text, ids uuid[], fences integer[])
 RETURNS TABLE (id uuid, lease_until timestamptz)
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = ''
+SET enable_nestloop = off AS $$
     UPDATE internal.jobs j
        SET locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => k.lease_seconds)
       FROM unnest(ids, fences) AS x (id, fence), internal.job_kinds k
@@ -412,7 +426,8 @@ COMMENT ON FUNCTION internal.heartbeat_jobs(text, uuid[], integer[]) IS
 
 CREATE FUNCTION internal.release_jobs(worker text, ids uuid[], fences integer[])
 RETURNS TABLE (id uuid, outcome text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = ''
+SET enable_nestloop = off AS $$
 DECLARE
     released uuid[];
 BEGIN

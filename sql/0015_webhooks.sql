@@ -628,7 +628,7 @@ GRANT EXECUTE ON FUNCTION internal.webhook_signing_secrets(uuid, integer) TO flo
 CREATE FUNCTION internal.record_delivery(job_id uuid, ws uuid, outcome text, attempts integer, result jsonb, error text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET flowtrack.workspace_id = '' AS $$
+SET flowtrack.workspace_id = '' SET enable_nestloop = on AS $$
 DECLARE
     endpoint uuid;
     failures integer;

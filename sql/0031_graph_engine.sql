@@ -448,7 +448,9 @@ COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
 CREATE FUNCTION internal.finish_job_step(ws uuid, step uuid, succeeded boolean, result jsonb, error text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET flowtrack.workspace_id = '' AS $$
+-- The queue's reports plan without nested loops (sql/0006_jobs.sql); the
+-- engine's lookups need them back.
+SET flowtrack.workspace_id = '' SET enable_nestloop = on AS $$
 BEGIN
     PERFORM flowtrack.act_for(ws, 'owner');
     IF NOT EXISTS (SELECT 1 FROM api.execution_steps s

@@ -537,3 +537,50 @@ async fn a_parked_claim_wakes_at_the_enqueues_commit_not_at_its_rollback() {
     );
     assert_eq!(complete(&worker, job[0], 1).await, "completed");
 }
+
+/// Reports join the worker's arrays to the jobs they name, and the planner
+/// knows neither size (an array parameter is "10 rows"; the queue's
+/// statistics are those of its last ANALYZE, often of an empty table). A
+/// nested loop then rescanned the array once per running job: heartbeating
+/// 20,000 leases took 123 s. Not a speed test: the bound is 100 times what
+/// the hash join needs, and the nested loop blew through it.
+#[tokio::test]
+async fn reports_of_many_leases_do_not_go_quadratic() {
+    let _turn = TURN.lock().await;
+    let (db, worker) = connections().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    // Statistics of an empty queue, then 20,000 running jobs.
+    db.batch_execute("ANALYZE internal.jobs").await.unwrap();
+    let ids: Vec<Uuid> = column(
+        &db,
+        "INSERT INTO internal.jobs (workspace_id, kind, payload, status, attempts, claims, locked_until)
+         SELECT $1, 'noop', '{}', 'running', 1, 1, now() + interval '1 hour' FROM generate_series(1, 20000)
+         RETURNING id",
+        &[&t.workspace_id],
+    )
+    .await;
+    let fences = vec![1i32; ids.len()];
+    worker
+        .batch_execute("SET statement_timeout = '20s'")
+        .await
+        .unwrap();
+    let beat: i64 = worker
+        .query_one(
+            "SELECT count(*) FROM internal.heartbeat_jobs('queue-test', $1, $2)",
+            &[&ids, &fences],
+        )
+        .await
+        .expect("a heartbeat of 20,000 leases within the timeout")
+        .get(0);
+    assert_eq!(beat, 20_000);
+    let results = vec![json!({}); ids.len()];
+    let done: i64 = worker
+        .query_one(
+            "SELECT count(*) FROM internal.complete_jobs('queue-test', $1, $2, $3) WHERE outcome = 'completed'",
+            &[&ids, &fences, &results],
+        )
+        .await
+        .expect("completing 20,000 leases within the timeout")
+        .get(0);
+    assert_eq!(done, 20_000);
+}

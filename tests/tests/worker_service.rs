@@ -59,7 +59,7 @@ impl Worker {
             "run",
         ])
         .env("DATABASE_URL", env("FLOWTRACK_TEST_WORKER_DATABASE_URL"))
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug,tokio_postgres=info")
         .env("FLOWTRACK_EGRESS_ALLOW", "127.0.0.1")
         .env(
             "FLOWTRACK_WORKER_NAME",
@@ -483,7 +483,12 @@ async fn a_killed_worker_s_job_is_reclaimed_and_completed_once() {
         .await
         .unwrap();
     let (old_fence, status, attempts): (i32, String, i32) = (r.get(0), r.get(1), r.get(2));
-    assert_eq!((status.as_str(), attempts), ("running", 1));
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("running", 1),
+        "{}",
+        first.log()
+    );
 
     first.signal("-KILL");
     let killed = Instant::now();
