@@ -27,6 +27,12 @@ SELECT flowtrack.version();
 GRANT EXECUTE ON FUNCTION flowtrack.worker_park(), flowtrack.worker_wait(integer), flowtrack.worker_unpark(),
                           flowtrack.wake_on_commit(), flowtrack.wake_workers()
     TO flowtrack_owner;
+-- A worker killed while its claim is parked leaves a backend that would
+-- wake at the next enqueue, claim jobs for a client that is gone, and hold
+-- them for a lease. Sessions of the worker login check their client every
+-- 250 ms while a statement runs (a parked wait included) and end when it
+-- is gone.
+ALTER ROLE flowtrack_worker SET client_connection_check_interval = '250ms';
 SET LOCAL ROLE flowtrack_owner;
 
 CREATE TABLE internal.job_kinds (
