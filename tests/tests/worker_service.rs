@@ -59,7 +59,7 @@ impl Worker {
             "run",
         ])
         .env("DATABASE_URL", env("FLOWTRACK_TEST_WORKER_DATABASE_URL"))
-        .env("RUST_LOG", "debug,tokio_postgres=info")
+        .env("RUST_LOG", "info")
         .env("FLOWTRACK_EGRESS_ALLOW", "127.0.0.1")
         .env(
             "FLOWTRACK_WORKER_NAME",
