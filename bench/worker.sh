@@ -21,7 +21,7 @@
 # Environment (set by ./dev): BENCH_HOST (socket dir), BENCH_PORT, BENCH_DB,
 # ROOT, the passwords from .flowtrack/secrets.env. Optional: the BENCH_*
 # overrides of the parameters below, e.g. BENCH_SYSTEMS="graphile pgboss" to
-# run the peers alone.
+# run the peers alone, or BENCH_FT_SWEEP_3="" to drop a sweep setting.
 set -euo pipefail
 
 : "${BENCH_HOST:?set by ./dev bench}" "${BENCH_PORT:?set by ./dev bench}" "${BENCH_DB:?set by ./dev bench}"
@@ -30,6 +30,7 @@ set -euo pipefail
 # ----------------------------------------------------------- parameters ----
 
 read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-flowtrack graphile pgboss}"
+PHASES=" ${BENCH_PHASES:-burn latency enqueue} "      # without burn, each system runs its first sweep setting
 BURN_JOBS=${BENCH_BURN_JOBS:-200000}
 SWEEP_JOBS=${BENCH_SWEEP_JOBS:-100000}
 SWEEP_TIMEOUT_S=${BENCH_SWEEP_TIMEOUT_S:-60}   # a sweep setting slower than SWEEP_JOBS/this is cut off
@@ -44,16 +45,29 @@ ENQ_ROUNDS=${BENCH_ENQ_ROUNDS:-3}
 # environment (worker/src/config.rs). Sweep entries are env assignments.
 FT_BIN=$ROOT/target/release/flowtrack-worker
 FT_ENQUEUE_SQL=${BENCH_FT_ENQUEUE_SQL:-"SELECT internal.enqueue_job('noop', '{}'::jsonb)"}
-# The same row without any wake-up mechanism: the baseline "no NOTIFY at all".
+# The baselines "no wake-up at all": the same row by a plain INSERT (the
+# floor), and by a copy of enqueue_job as it was before wake-ups (the same
+# SQL function with the same SET clause), which isolates what the wake-up
+# costs an enqueue.
 FT_PLAIN_SQL=${BENCH_FT_PLAIN_SQL:-"INSERT INTO internal.jobs (kind, payload) VALUES ('noop', '{}'::jsonb) RETURNING id"}
+FT_NOWAKE_SETUP=${BENCH_FT_NOWAKE_SETUP:-"CREATE SCHEMA bench;
+CREATE FUNCTION bench.enqueue_nowake(kind text, payload jsonb) RETURNS uuid
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS \$\$
+    INSERT INTO internal.jobs (kind, payload) VALUES (kind, payload) RETURNING id
+\$\$;"}
+FT_NOWAKE_SQL=${BENCH_FT_NOWAKE_SQL:-"SELECT bench.enqueue_nowake('noop', '{}'::jsonb)"}
 FT_REMAINING_SQL="SELECT count(*) FROM internal.jobs WHERE kind = 'noop'"
 FT_UNTOUCHED_SQL="SELECT count(*) FROM internal.jobs WHERE kind = 'noop' AND status = 'queued'"
 FT_TABLES="internal.jobs internal.dead_jobs"
 FT_ENV=(FLOWTRACK_WAIT_MS=1000 FLOWTRACK_LOG_FORMAT=json)
-read -ra FT_SWEEP_0 <<<"${BENCH_FT_SWEEP_0:-FLOWTRACK_CONCURRENCY=32 FLOWTRACK_CLAIM_BATCH=32}"
-read -ra FT_SWEEP_1 <<<"${BENCH_FT_SWEEP_1:-FLOWTRACK_CONCURRENCY=128 FLOWTRACK_CLAIM_BATCH=128}"
-read -ra FT_SWEEP_2 <<<"${BENCH_FT_SWEEP_2:-FLOWTRACK_CONCURRENCY=512 FLOWTRACK_CLAIM_BATCH=256}"
-read -ra FT_SWEEP_3 <<<"${BENCH_FT_SWEEP_3:-FLOWTRACK_CONCURRENCY=1024 FLOWTRACK_CLAIM_BATCH=512 FLOWTRACK_REPORT_BATCH=1024}"
+read -ra FT_SWEEP_0 <<<"${BENCH_FT_SWEEP_0-FLOWTRACK_CONCURRENCY=32 FLOWTRACK_CLAIM_BATCH=32}"
+read -ra FT_SWEEP_1 <<<"${BENCH_FT_SWEEP_1-FLOWTRACK_CONCURRENCY=128 FLOWTRACK_CLAIM_BATCH=128}"
+read -ra FT_SWEEP_2 <<<"${BENCH_FT_SWEEP_2-FLOWTRACK_CONCURRENCY=512 FLOWTRACK_CLAIM_BATCH=256}"
+read -ra FT_SWEEP_3 <<<"${BENCH_FT_SWEEP_3-FLOWTRACK_CONCURRENCY=1024 FLOWTRACK_CLAIM_BATCH=512 FLOWTRACK_REPORT_BATCH=1024}"
+# The queue alone through the Node harness (bench/worker/peer.cjs ftqueue),
+# next to the service in the latency table; BENCH_LAT_EXTRA="" drops it.
+read -ra FQ_SETTINGS <<<"${BENCH_FQ_SETTINGS:-FQ_LOOPS=4 FQ_BATCH=32 FQ_WAIT_MS=1000}"
+read -ra LAT_EXTRA <<<"${BENCH_LAT_EXTRA-ftqueue}"
 # Per-job handler starts, for the latency: JSON log lines carrying this
 # message and the job's id (FLOWTRACK_LOG_FORMAT=json, RUST_LOG below).
 FT_START_MESSAGE=${BENCH_FT_START_MESSAGE:-job started}
@@ -61,17 +75,17 @@ FT_RUST_LOG=${BENCH_FT_RUST_LOG:-flowtrack_worker=debug}
 
 # graphile-worker 0.17: concurrency, local queue, batched completion
 # (preset.worker.localQueue.size, completeJobBatchDelay, failJobBatchDelay).
-read -ra GW_SWEEP_0 <<<"${BENCH_GW_SWEEP_0:-PEER_PROCS=1 GW_CONCURRENCY=10 GW_LOCAL_QUEUE=11 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
-read -ra GW_SWEEP_1 <<<"${BENCH_GW_SWEEP_1:-PEER_PROCS=1 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
-read -ra GW_SWEEP_2 <<<"${BENCH_GW_SWEEP_2:-PEER_PROCS=1 GW_CONCURRENCY=50 GW_LOCAL_QUEUE=1000 GW_COMPLETE_DELAY=5 GW_FAIL_DELAY=5}"
-read -ra GW_SWEEP_3 <<<"${BENCH_GW_SWEEP_3:-PEER_PROCS=2 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
+read -ra GW_SWEEP_0 <<<"${BENCH_GW_SWEEP_0-PEER_PROCS=1 GW_CONCURRENCY=10 GW_LOCAL_QUEUE=11 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
+read -ra GW_SWEEP_1 <<<"${BENCH_GW_SWEEP_1-PEER_PROCS=1 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
+read -ra GW_SWEEP_2 <<<"${BENCH_GW_SWEEP_2-PEER_PROCS=1 GW_CONCURRENCY=50 GW_LOCAL_QUEUE=1000 GW_COMPLETE_DELAY=5 GW_FAIL_DELAY=5}"
+read -ra GW_SWEEP_3 <<<"${BENCH_GW_SWEEP_3-PEER_PROCS=2 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
 # pg-boss 10: work() loops x jobs per fetch; it polls (0.5 s is its minimum).
 # A work() loop fetches at most one batch per polling interval, so its
 # ceiling is PB_BATCH / PB_POLL_S jobs/s per loop.
-read -ra PB_SWEEP_0 <<<"${BENCH_PB_SWEEP_0:-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=1000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_1 <<<"${BENCH_PB_SWEEP_1:-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_2 <<<"${BENCH_PB_SWEEP_2:-PEER_PROCS=1 PB_WORKERS=8 PB_BATCH=5000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_3 <<<"${BENCH_PB_SWEEP_3:-PEER_PROCS=2 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_0 <<<"${BENCH_PB_SWEEP_0-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=1000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_1 <<<"${BENCH_PB_SWEEP_1-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_2 <<<"${BENCH_PB_SWEEP_2-PEER_PROCS=1 PB_WORKERS=8 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_3 <<<"${BENCH_PB_SWEEP_3-PEER_PROCS=2 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
 
 # --------------------------------------------------------------- plumbing ----
 
@@ -115,23 +129,23 @@ done
 tcp_url() { echo "postgres://$1:$2@127.0.0.1:$BENCH_PORT/$3"; }
 
 # sys_* describe each system to the phases below.
-sys_db() { case $1 in flowtrack) echo "$BENCH_DB" ;; *) echo "bench_$1" ;; esac; }
+sys_db() { case $1 in flowtrack|ftqueue) echo "$BENCH_DB" ;; *) echo "bench_$1" ;; esac; }
 sys_worker_url() {
   case $1 in
-    flowtrack) tcp_url flowtrack_worker "$FLOWTRACK_WORKER_PASSWORD" "$BENCH_DB" ;;
+    flowtrack|ftqueue) tcp_url flowtrack_worker "$FLOWTRACK_WORKER_PASSWORD" "$BENCH_DB" ;;
     *) tcp_url "bench_$1" "$PEER_PASSWORD" "bench_$1" ;;
   esac
 }
 # Reads the queue (the poller, the generator): FlowTrack's tables are the owner's.
 sys_admin_url() {
   case $1 in
-    flowtrack) tcp_url postgres "$FLOWTRACK_SUPERUSER_PASSWORD" "$BENCH_DB" ;;
+    flowtrack|ftqueue) tcp_url postgres "$FLOWTRACK_SUPERUSER_PASSWORD" "$BENCH_DB" ;;
     *) sys_worker_url "$1" ;;
   esac
 }
 sys_remaining_sql() {
   case $1 in
-    flowtrack) echo "$FT_REMAINING_SQL" ;;
+    flowtrack|ftqueue) echo "$FT_REMAINING_SQL" ;;
     graphile) echo "SELECT count(*) FROM graphile_worker._private_jobs" ;;
     pgboss) echo "SELECT count(*) FROM pgboss.job WHERE name = 'noop' AND state < 'completed'" ;;
   esac
@@ -147,7 +161,7 @@ sys_untouched_sql() {
 # One job, returning its id: what an application runs to enqueue.
 sys_enqueue_sql() {
   case $1 in
-    flowtrack) echo "$FT_ENQUEUE_SQL" ;;
+    flowtrack|ftqueue) echo "$FT_ENQUEUE_SQL" ;;
     graphile) echo "SELECT id FROM graphile_worker.add_job('noop', '{}'::json)" ;;
     pgboss) node "$JS/peer.cjs" pgboss send-sql | sed 's/;$//' ;;  # what send('noop', {}) runs
   esac
@@ -155,7 +169,7 @@ sys_enqueue_sql() {
 # The tables a system's jobs live in (for sizes and dead tuples).
 sys_tables_sql() {
   case $1 in
-    flowtrack) echo "SELECT unnest(string_to_array('$FT_TABLES', ' '))::regclass" ;;
+    flowtrack|ftqueue) echo "SELECT unnest(string_to_array('$FT_TABLES', ' '))::regclass" ;;
     graphile) echo "SELECT 'graphile_worker._private_jobs'::regclass" ;;
     pgboss) echo "SELECT 'pgboss.job'::regclass UNION ALL SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'pgboss.job'::regclass UNION ALL SELECT 'pgboss.archive'::regclass" ;;
   esac
@@ -164,7 +178,11 @@ sys_settings() { local -n _cfg="${2}"; echo "${_cfg[*]}"; }
 sys_sweep() {
   local p
   case $1 in flowtrack) p=FT ;; graphile) p=GW ;; pgboss) p=PB ;; esac
-  for i in 0 1 2 3; do declare -p "${p}_SWEEP_$i" >/dev/null 2>&1 && echo "${p}_SWEEP_$i"; done
+  for i in 0 1 2 3; do
+    local -n _s="${p}_SWEEP_$i"
+    (( ${#_s[@]} )) && echo "${p}_SWEEP_$i"
+  done
+  return 0
 }
 # The worker command, with a settings array's assignments in its environment.
 worker_cmd() {
@@ -172,7 +190,7 @@ worker_cmd() {
   local -n _c="$cfg"
   case $sys in
     flowtrack) echo env "${FT_ENV[@]}" RUST_LOG="$FT_RUST_LOG" "${_c[@]}" DATABASE_URL="$(sys_worker_url flowtrack)" "$FT_BIN" run ;;
-    *) echo env "${_c[@]}" PEER_URL="$(sys_worker_url "$sys")" TRACE="$trace" node "$JS/peer.cjs" "$sys" run ;;
+    *) echo env "${_c[@]}" PEER_URL="$(sys_worker_url "$sys")" TRACE="$trace" node "$JS/peer.cjs" "$sys" run ;;  # ftqueue too
   esac
 }
 
@@ -181,7 +199,7 @@ worker_cmd() {
 reset_queue() {
   local sys=$1 db; db=$(sys_db "$1")
   case $sys in
-    flowtrack) psql_db "$db" -c "DELETE FROM internal.jobs WHERE kind = 'noop'" >/dev/null ;;
+    flowtrack|ftqueue) psql_db "$db" -c "DELETE FROM internal.jobs WHERE kind = 'noop'" >/dev/null ;;
     graphile) psql_db "$db" -c "DELETE FROM graphile_worker._private_jobs" >/dev/null ;;
     pgboss) psql_db "$db" -c "DELETE FROM pgboss.job WHERE name = 'noop'" -c "DELETE FROM pgboss.archive WHERE name = 'noop'" >/dev/null ;;
   esac
@@ -261,6 +279,7 @@ result "figure=commit_ms value=$commit_ms load=\"$(load)\""
 
 for s in "${SYSTEMS[@]}"; do
   case $s in
+    flowtrack) psql_db "$BENCH_DB" -c "$FT_NOWAKE_SETUP" >/dev/null ;;
     graphile|pgboss) PEER_URL=$(sys_worker_url "$s") node "$JS/peer.cjs" "$s" setup ;;
   esac
 done
@@ -273,6 +292,12 @@ echo "| system | setting | jobs | jobs/s | load |"
 echo "| :-- | :-- | --: | --: | :-- |"
 declare -A BEST BEST_RATE BURN
 for s in "${SYSTEMS[@]}"; do
+  BEST[$s]=$(sys_sweep "$s" | head -n1)
+  BURN[$s]='{}'
+  declare -g "AFTER_BURN_$s=0|0|0"
+done
+[[ $PHASES == *" burn "* ]] && for s in "${SYSTEMS[@]}"; do
+  BEST[$s]=''
   BEST_RATE[$s]=0
   for cfg in $(sys_sweep "$s"); do
     line=$(burn "$s" "$cfg" "$SWEEP_JOBS" "$SWEEP_TIMEOUT_S") || line='{"rate":0,"error":"timed out or failed"}'
@@ -285,7 +310,7 @@ done
 echo
 echo "| system | best setting | jobs | seconds | jobs/s | commits/job | WAL bytes/job | load |"
 echo "| :-- | :-- | --: | --: | --: | --: | --: | :-- |"
-for s in "${SYSTEMS[@]}"; do
+[[ $PHASES == *" burn "* ]] && for s in "${SYSTEMS[@]}"; do
   BURN[$s]=$(burn "$s" "${BEST[$s]}" "$BURN_JOBS" 900)
   l=${BURN[$s]}
   echo "| $s | $(sys_settings "$s" "${BEST[$s]}") | $BURN_JOBS | $(jf "$l" seconds) | $(jf "$l" rate) | $(jf "$l" commits_per_job) | $(jf "$l" wal_bytes_per_job) | $(load) |"
@@ -305,7 +330,7 @@ ft_starts() {
     for (const l of fs.readFileSync(process.argv[1], "utf8").split("\n")) {
       if (!l.startsWith("{")) continue;
       let o; try { o = JSON.parse(l); } catch { continue; }
-      const f = { ...(o.span || {}), ...(o.fields || {}) };
+      const f = { ...o, ...(o.span || {}), ...(o.fields || {}) };
       if (f.message !== want) continue;
       const id = f.job_id ?? f.job ?? f.id; if (!id) continue;
       console.log(`${id}\t\t${Date.parse(o.timestamp) + Number((/\.\d{3}(\d+)/.exec(o.timestamp) || [, "0"])[1].padEnd(3, "0").slice(0, 3)) / 1000}`);
@@ -316,7 +341,10 @@ echo
 echo "## 2. enqueue-to-start latency ($LAT_RATE jobs/s offered for $LAT_SECONDS s, open loop, $LAT_CONNS connections; each system at its best burn-down setting)"
 echo "| system | achieved jobs/s | enqueue p50 / p99 ms | start p50 ms | p90 | p99 | max | jobs timed | load |"
 echo "| :-- | --: | --: | --: | --: | --: | --: | --: | :-- |"
-for s in "${SYSTEMS[@]}"; do
+lat_systems=("${SYSTEMS[@]}")
+[[ $PHASES == *" latency "* ]] || lat_systems=()
+if [[ " ${SYSTEMS[*]} " == *" flowtrack "* ]]; then lat_systems+=("${LAT_EXTRA[@]}"); BEST[ftqueue]=FQ_SETTINGS; fi
+for s in "${lat_systems[@]}"; do
   reset_queue "$s"
   rm -f "$tmp/trace-$s"*
   : >"$tmp/lat-worker-$s.log"
@@ -368,24 +396,27 @@ wait_empty() { for _ in $(seq 1 600); do [[ $(val "$(sys_db "$1")" "$(sys_remain
 
 echo
 echo "## 3. enqueue throughput ($ENQ_CLIENTS pgbench clients, -M prepared, median of $ENQ_ROUNDS interleaved ${ENQ_SECONDS}s runs; no worker unless 'worker parked')"
-echo "| system | enqueue | tx/s | vs FlowTrack plain INSERT | load |"
-echo "| :-- | :-- | --: | --: | :-- |"
+echo "| system | enqueue | tx/s (runs) | vs no-wake-up enqueue | vs plain INSERT | load |"
+echo "| :-- | :-- | --: | --: | --: | :-- |"
 declare -A ENQ
 variants=()
 for s in "${SYSTEMS[@]}"; do
   case $s in
     flowtrack)
       echo "$FT_PLAIN_SQL;" >"$tmp/ft_plain.sql"
+      echo "$FT_NOWAKE_SQL;" >"$tmp/ft_nowake.sql"
       echo "$FT_ENQUEUE_SQL;" >"$tmp/ft_enqueue.sql"
       printf '%s;\n%s;\n' "BEGIN" "$FT_ENQUEUE_SQL" >"$tmp/ft_notify.sql"
       echo "SELECT pg_notify('flowtrack_jobs', '');" >>"$tmp/ft_notify.sql"; echo "COMMIT;" >>"$tmp/ft_notify.sql"
-      variants+=(flowtrack:ft_plain flowtrack:ft_enqueue flowtrack:ft_notify flowtrack:ft_plain:parked flowtrack:ft_enqueue:parked) ;;
+      variants+=(flowtrack:ft_plain flowtrack:ft_nowake flowtrack:ft_enqueue flowtrack:ft_notify
+                 flowtrack:ft_nowake:parked flowtrack:ft_enqueue:parked) ;;
     graphile) echo "SELECT graphile_worker.add_job('noop', '{}'::json);" >"$tmp/gw_add_job.sql"; variants+=(graphile:gw_add_job) ;;
     pgboss) echo "$(sys_enqueue_sql pgboss);" >"$tmp/pb_send.sql"; variants+=(pgboss:pb_send) ;;
   esac
 done
 chmod 644 "$tmp"/*.sql
 declare -A RUNS
+[[ $PHASES == *" enqueue "* ]] || variants=()
 for ((r = 0; r < ENQ_ROUNDS; r++)); do
   order=("${variants[@]}")
   if (( r % 2 )); then mapfile -t order < <(printf '%s\n' "${variants[@]}" | tac); fi
@@ -401,23 +432,26 @@ for ((r = 0; r < ENQ_ROUNDS; r++)); do
     if [[ -n $parked ]]; then wait_empty "$s" || say "worker did not drain after $v"; kill -TERM "$wpid"; wait "$wpid" || true; fi
   done
 done
-base=$(median ${RUNS[flowtrack:ft_plain]:-0})
+plain=$(median ${RUNS[flowtrack:ft_plain]:-0})
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 for v in "${variants[@]}"; do
   IFS=: read -r s script parked <<<"$v"
   tps=$(median ${RUNS[$v]})
   ENQ[$v]=$tps
-  ref=$base; [[ $parked == parked ]] && ref=$(median ${RUNS[flowtrack:ft_plain:parked]:-0})
-  ratio=$(awk -v a="$tps" -v b="$ref" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+  # Like for like: the no-wake-up copy with the worker in the same state.
+  nowake=$(median ${RUNS[flowtrack:ft_nowake${parked:+:parked}]:-0})
   case $script in
     ft_plain) what="plain INSERT (no wake-up mechanism)" ;;
+    ft_nowake) what="enqueue_job's pre-wake-up copy (no wake-up mechanism)" ;;
     ft_enqueue) what="\`$FT_ENQUEUE_SQL\`" ;;
     ft_notify) what="enqueue + \`pg_notify\` per transaction" ;;
     gw_add_job) what="\`graphile_worker.add_job\` (its pg_notify inside)" ;;
     pb_send) what="the SQL of \`send('noop', {})\`" ;;
   esac
-  [[ $parked == parked ]] && what="$what, worker parked (vs plain INSERT, worker parked)"
-  echo "| $s | $what | $tps ($(echo ${RUNS[$v]} | tr ' ' '/')) | $ratio | $(load) |"
-  result "figure=enqueue system=$s variant=$script${parked:+_parked} clients=$ENQ_CLIENTS tx_per_s=$tps ratio_to_plain=$ratio load=\"$(load)\""
+  [[ $parked == parked ]] && what="$what, worker parked"
+  echo "| $s | $what | $tps ($(echo ${RUNS[$v]} | tr ' ' '/')) | $(ratio "$tps" "$nowake") | $(ratio "$tps" "$plain") | $(load) |"
+  result "figure=enqueue system=$s variant=$script${parked:+_parked} clients=$ENQ_CLIENTS tx_per_s=$tps" \
+         "ratio_to_nowake=$(ratio "$tps" "$nowake") ratio_to_plain=$(ratio "$tps" "$plain") load=\"$(load)\""
 done
 
 # ------------------------------------------------------------- 4. cost ----

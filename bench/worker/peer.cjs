@@ -4,6 +4,7 @@
 //   node peer.cjs graphile|pgboss setup      install the schema (and pg-boss's queue)
 //   node peer.cjs graphile|pgboss fill N     enqueue N jobs in bulk (each peer's own bulk API)
 //   node peer.cjs graphile|pgboss run        work until SIGTERM; prints "ready" once started
+//   node peer.cjs ftqueue run                FlowTrack's queue through this harness (see ftqueue)
 //   node peer.cjs pgboss send-sql            print the SQL pg-boss's send('noop', {}) runs, as
 //                                            a pgbench script line (for the enqueue benchmark)
 //
@@ -12,6 +13,7 @@
 // graphile: GW_CONCURRENCY, GW_LOCAL_QUEUE (size, -1 = off), GW_COMPLETE_DELAY,
 //   GW_FAIL_DELAY (ms, -1 = off), GW_POOL (connections), GW_POLL_MS.
 // pgboss: PB_WORKERS (work() loops), PB_BATCH (jobs per fetch), PB_POLL_S (>= 0.5), PB_POOL.
+// ftqueue: FQ_LOOPS (claim loops, one connection each), FQ_BATCH (n), FQ_WAIT_MS (wait_ms).
 "use strict";
 
 const { env, envInt, startTrace, stopSignal } = require("./lib.cjs");
@@ -153,9 +155,46 @@ async function processes(n) {
   await Promise.all(children);
 }
 
-const main = { graphile, pgboss }[system];
+// FlowTrack's queue driven by the same Node harness as the peers, without
+// the Rust service: claim_jobs (parking wait_ms when idle) and complete_jobs
+// over the interface the worker uses. It isolates the queue and its wake-ups
+// from the service in the latency figures.
+async function ftqueue() {
+  if (mode !== "run") throw new Error(`unknown mode ${mode} (ftqueue only runs)`);
+  const { Client } = require("pg");
+  const trace = startTrace(process.env.TRACE);
+  const batch = envInt("FQ_BATCH", 32);
+  const waitMs = envInt("FQ_WAIT_MS", 1000);
+  let stopping = false;
+  const loop = async (i) => {
+    const db = new Client({ connectionString: url() });
+    await db.connect();
+    const worker = `bench-node-${process.pid}-${i}`;
+    while (!stopping) {
+      const { rows } = await db.query({
+        name: "claim", text: "SELECT id, fence FROM internal.claim_jobs($1, $2, $3)", values: [worker, batch, waitMs],
+      });
+      if (!rows.length) continue;
+      for (const r of rows) trace.record(r.id);
+      await db.query({
+        name: "complete",
+        text: "SELECT count(*) FROM internal.complete_jobs($1, $2::uuid[], $3::integer[], $4::jsonb[])",
+        values: [worker, rows.map((r) => r.id), rows.map((r) => r.fence), rows.map(() => "{}")],
+      });
+    }
+    await db.end();
+  };
+  const loops = Array.from({ length: envInt("FQ_LOOPS", 4) }, (_, i) => loop(i));
+  console.log("ready");
+  await Promise.race([stopSignal(), Promise.all(loops)]);
+  stopping = true;
+  await Promise.all(loops);
+  trace.flush();
+}
+
+const main = { graphile, pgboss, ftqueue }[system];
 if (!main) {
-  console.error("usage: node peer.cjs graphile|pgboss setup|fill N|run|send-sql");
+  console.error("usage: node peer.cjs graphile|pgboss|ftqueue setup|fill N|run|send-sql");
   process.exit(2);
 }
 const procs = envInt("PEER_PROCS", 1);
