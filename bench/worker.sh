@@ -43,7 +43,7 @@ ENQ_ROUNDS=${BENCH_ENQ_ROUNDS:-3}
 
 # FlowTrack: the queue interface (sql/0006_jobs.sql) and the worker's
 # environment (worker/src/config.rs). Sweep entries are env assignments.
-FT_BIN=$ROOT/target/release/flowtrack-worker
+FT_BIN=${BENCH_FT_BIN:-$ROOT/target/release/flowtrack-worker}
 FT_ENQUEUE_SQL=${BENCH_FT_ENQUEUE_SQL:-"SELECT internal.enqueue_job('noop', '{}'::jsonb)"}
 # The baselines "no wake-up at all": the same row by a plain INSERT (the
 # floor), and by a copy of enqueue_job as it was before wake-ups (the same
@@ -56,21 +56,28 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS \$\$
     INSERT INTO internal.jobs (kind, payload) VALUES (kind, payload) RETURNING id
 \$\$;"}
 FT_NOWAKE_SQL=${BENCH_FT_NOWAKE_SQL:-"SELECT bench.enqueue_nowake('noop', '{}'::jsonb)"}
+# Wake-ups fired by a trigger on the queue (flowtrack.wake_workers) are
+# switched off for the two baselines and on for everything else.
+FT_WAKE_TRIGGERS_SQL="SELECT tgname FROM pg_trigger WHERE tgrelid = 'internal.jobs'::regclass
+                        AND tgfoid = coalesce(to_regprocedure('flowtrack.wake_workers()'), 0)"
 FT_REMAINING_SQL="SELECT count(*) FROM internal.jobs WHERE kind = 'noop'"
 FT_UNTOUCHED_SQL="SELECT count(*) FROM internal.jobs WHERE kind = 'noop' AND status = 'queued'"
 FT_TABLES="internal.jobs internal.dead_jobs"
 FT_ENV=(FLOWTRACK_WAIT_MS=1000 FLOWTRACK_LOG_FORMAT=json)
 read -ra FT_SWEEP_0 <<<"${BENCH_FT_SWEEP_0-FLOWTRACK_CONCURRENCY=32 FLOWTRACK_CLAIM_BATCH=32}"
-read -ra FT_SWEEP_1 <<<"${BENCH_FT_SWEEP_1-FLOWTRACK_CONCURRENCY=128 FLOWTRACK_CLAIM_BATCH=128}"
-read -ra FT_SWEEP_2 <<<"${BENCH_FT_SWEEP_2-FLOWTRACK_CONCURRENCY=512 FLOWTRACK_CLAIM_BATCH=256}"
-read -ra FT_SWEEP_3 <<<"${BENCH_FT_SWEEP_3-FLOWTRACK_CONCURRENCY=1024 FLOWTRACK_CLAIM_BATCH=512 FLOWTRACK_REPORT_BATCH=1024}"
+read -ra FT_SWEEP_1 <<<"${BENCH_FT_SWEEP_1-FLOWTRACK_CONCURRENCY=16 FLOWTRACK_CLAIM_BATCH=16}"
+read -ra FT_SWEEP_2 <<<"${BENCH_FT_SWEEP_2-FLOWTRACK_CONCURRENCY=64 FLOWTRACK_CLAIM_BATCH=64}"
+read -ra FT_SWEEP_3 <<<"${BENCH_FT_SWEEP_3-FLOWTRACK_CONCURRENCY=128 FLOWTRACK_CLAIM_BATCH=128}"
 # The queue alone through the Node harness (bench/worker/peer.cjs ftqueue),
 # next to the service in the latency table; BENCH_LAT_EXTRA="" drops it.
 read -ra FQ_SETTINGS <<<"${BENCH_FQ_SETTINGS:-FQ_LOOPS=4 FQ_BATCH=32 FQ_WAIT_MS=1000}"
 read -ra LAT_EXTRA <<<"${BENCH_LAT_EXTRA-ftqueue}"
 # Per-job handler starts, for the latency: JSON log lines carrying this
-# message and the job's id (FLOWTRACK_LOG_FORMAT=json, RUST_LOG below).
-FT_START_MESSAGE=${BENCH_FT_START_MESSAGE:-job started}
+# message and the job's id (FLOWTRACK_LOG_FORMAT=json, RUST_LOG below). The
+# worker logs "job done" after the handler with its duration in whole ms, so
+# the start is that line's timestamp less ms: for a no-op, microseconds late
+# at most (against FlowTrack).
+FT_START_MESSAGE=${BENCH_FT_START_MESSAGE:-job done}
 FT_RUST_LOG=${BENCH_FT_RUST_LOG:-flowtrack_worker=debug}
 
 # graphile-worker 0.17: concurrency, local queue, batched completion
@@ -189,7 +196,8 @@ worker_cmd() {
   local sys=$1 cfg=$2 trace=$3
   local -n _c="$cfg"
   case $sys in
-    flowtrack) echo env "${FT_ENV[@]}" RUST_LOG="$FT_RUST_LOG" "${_c[@]}" DATABASE_URL="$(sys_worker_url flowtrack)" "$FT_BIN" run ;;
+    # Per-job debug logs only when timing starts (the latency), never in the burn-down.
+    flowtrack) echo env "${FT_ENV[@]}" ${trace:+RUST_LOG=$FT_RUST_LOG} "${_c[@]}" DATABASE_URL="$(sys_worker_url flowtrack)" "$FT_BIN" run ;;
     *) echo env "${_c[@]}" PEER_URL="$(sys_worker_url "$sys")" TRACE="$trace" node "$JS/peer.cjs" "$sys" run ;;  # ftqueue too
   esac
 }
@@ -206,8 +214,11 @@ reset_queue() {
   vacuum_queue "$sys"
 }
 vacuum_queue() {
-  local sys=$1 t db; db=$(sys_db "$1")
-  for t in $(val "$db" "$(sys_tables_sql "$sys")"); do psql_db "$db" -c "VACUUM ANALYZE $t" >/dev/null; done
+  local sys t db
+  for sys in "$@"; do
+    db=$(sys_db "$sys")
+    for t in $(val "$db" "$(sys_tables_sql "$sys")"); do psql_db "$db" -c "VACUUM ANALYZE $t" >/dev/null; done
+  done
   psql_db postgres -c CHECKPOINT >/dev/null
 }
 fill_queue() {
@@ -235,7 +246,9 @@ burn() {
   local sys=$1 cfg=$2 n=$3 timeout=$4 c0 c1 x0 r0 l0 x1 r1 l1 out
   reset_queue "$sys"
   fill_queue "$sys" "$n"
-  vacuum_queue "$sys"
+  # Every system's tables, so no autovacuum of an earlier run's leftovers
+  # lands in this run's WAL.
+  vacuum_queue "${SYSTEMS[@]}"
   sleep 1
   IFS='|' read -r x0 r0 l0 <<<"$(counters "$sys")"
   # shellcheck disable=SC2046
@@ -333,7 +346,8 @@ ft_starts() {
       const f = { ...o, ...(o.span || {}), ...(o.fields || {}) };
       if (f.message !== want) continue;
       const id = f.job_id ?? f.job ?? f.id; if (!id) continue;
-      console.log(`${id}\t\t${Date.parse(o.timestamp) + Number((/\.\d{3}(\d+)/.exec(o.timestamp) || [, "0"])[1].padEnd(3, "0").slice(0, 3)) / 1000}`);
+      const at = Date.parse(o.timestamp) + Number((/\.\d{3}(\d+)/.exec(o.timestamp) || [, "0"])[1].padEnd(3, "0").slice(0, 3)) / 1000;
+      console.log(`${id}\t\t${(at - (Number(f.ms) || 0)).toFixed(3)}`);
     }' "$1" "$FT_START_MESSAGE"
 }
 
@@ -391,11 +405,22 @@ pgbench_tps() {
   fi
   sed -nE 's/^tps = ([0-9.]+) .*/\1/p' "$out" | cut -d. -f1
 }
+# set_wake on|off: FlowTrack's wake-up triggers (none when enqueue_job wakes itself).
+set_wake() {
+  local t
+  for t in $(val "$BENCH_DB" "$FT_WAKE_TRIGGERS_SQL"); do
+    psql_db "$BENCH_DB" -c "ALTER TABLE internal.jobs $([[ $1 == on ]] && echo ENABLE || echo DISABLE) TRIGGER $t" >/dev/null
+  done
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 wait_empty() { for _ in $(seq 1 600); do [[ $(val "$(sys_db "$1")" "$(sys_remaining_sql "$1")") == 0 ]] && return 0; sleep 0.1; done; return 1; }
 
 echo
 echo "## 3. enqueue throughput ($ENQ_CLIENTS pgbench clients, -M prepared, median of $ENQ_ROUNDS interleaved ${ENQ_SECONDS}s runs; no worker unless 'worker parked')"
+if [[ " ${SYSTEMS[*]} " == *" flowtrack "* ]]; then
+  triggers=$(val "$BENCH_DB" "$FT_WAKE_TRIGGERS_SQL" | paste -sd' ')
+  echo "(FlowTrack's wake-up triggers on internal.jobs, switched off for the two baselines: ${triggers:-none})"
+fi
 echo "| system | enqueue | tx/s (runs) | vs no-wake-up enqueue | vs plain INSERT | load |"
 echo "| :-- | :-- | --: | --: | --: | :-- |"
 declare -A ENQ
@@ -423,6 +448,7 @@ for ((r = 0; r < ENQ_ROUNDS; r++)); do
   for v in "${order[@]}"; do
     IFS=: read -r s script parked <<<"$v"
     reset_queue "$s"
+    case $script in ft_plain|ft_nowake) set_wake off ;; ft_*) set_wake on ;; esac
     if [[ -n $parked ]]; then
       # shellcheck disable=SC2046
       $(worker_cmd "$s" "${BEST[$s]}" "") >"$tmp/enq-worker.log" 2>&1 &
@@ -432,6 +458,7 @@ for ((r = 0; r < ENQ_ROUNDS; r++)); do
     if [[ -n $parked ]]; then wait_empty "$s" || say "worker did not drain after $v"; kill -TERM "$wpid"; wait "$wpid" || true; fi
   done
 done
+[[ " ${SYSTEMS[*]} " == *" flowtrack "* ]] && set_wake on
 plain=$(median ${RUNS[flowtrack:ft_plain]:-0})
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 for v in "${variants[@]}"; do
