@@ -305,7 +305,8 @@ echo "| system | setting | jobs | jobs/s | load |"
 echo "| :-- | :-- | --: | --: | :-- |"
 declare -A BEST BEST_RATE BURN
 for s in "${SYSTEMS[@]}"; do
-  BEST[$s]=$(sys_sweep "$s" | head -n1)
+  mapfile -t sweep < <(sys_sweep "$s")   # (not through head: SIGPIPE under pipefail)
+  BEST[$s]=${sweep[0]:-}
   BURN[$s]='{}'
   declare -g "AFTER_BURN_$s=0|0|0"
 done
@@ -444,7 +445,7 @@ declare -A RUNS
 [[ $PHASES == *" enqueue "* ]] || variants=()
 for ((r = 0; r < ENQ_ROUNDS; r++)); do
   order=("${variants[@]}")
-  if (( r % 2 )); then mapfile -t order < <(printf '%s\n' "${variants[@]}" | tac); fi
+  if (( r % 2 )) && (( ${#variants[@]} )); then mapfile -t order < <(printf '%s\n' "${variants[@]}" | tac); fi
   for v in "${order[@]}"; do
     IFS=: read -r s script parked <<<"$v"
     reset_queue "$s"
