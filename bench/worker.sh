@@ -32,7 +32,7 @@ set -euo pipefail
 read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-flowtrack graphile pgboss}"
 PHASES=" ${BENCH_PHASES:-burn latency enqueue} "      # without burn, each system runs its first sweep setting
 BURN_JOBS=${BENCH_BURN_JOBS:-200000}
-SWEEP_JOBS=${BENCH_SWEEP_JOBS:-100000}
+SWEEP_JOBS=${BENCH_SWEEP_JOBS:-50000}
 SWEEP_TIMEOUT_S=${BENCH_SWEEP_TIMEOUT_S:-60}   # a sweep setting slower than SWEEP_JOBS/this is cut off
 LAT_RATE=${BENCH_LAT_RATE:-500}                # offered load, jobs/s
 LAT_SECONDS=${BENCH_LAT_SECONDS:-20}
@@ -82,17 +82,20 @@ FT_RUST_LOG=${BENCH_FT_RUST_LOG:-flowtrack_worker=debug}
 
 # graphile-worker 0.17: concurrency, local queue, batched completion
 # (preset.worker.localQueue.size, completeJobBatchDelay, failJobBatchDelay).
-read -ra GW_SWEEP_0 <<<"${BENCH_GW_SWEEP_0-PEER_PROCS=1 GW_CONCURRENCY=10 GW_LOCAL_QUEUE=11 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
+# (The docs' starting point, 10 jobs with a local queue of 11, drained at a
+# tenth of these in trials: left out to keep the run short.)
+read -ra GW_SWEEP_0 <<<"${BENCH_GW_SWEEP_0-PEER_PROCS=2 GW_CONCURRENCY=50 GW_LOCAL_QUEUE=1000 GW_COMPLETE_DELAY=5 GW_FAIL_DELAY=5}"
 read -ra GW_SWEEP_1 <<<"${BENCH_GW_SWEEP_1-PEER_PROCS=1 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
 read -ra GW_SWEEP_2 <<<"${BENCH_GW_SWEEP_2-PEER_PROCS=1 GW_CONCURRENCY=50 GW_LOCAL_QUEUE=1000 GW_COMPLETE_DELAY=5 GW_FAIL_DELAY=5}"
 read -ra GW_SWEEP_3 <<<"${BENCH_GW_SWEEP_3-PEER_PROCS=2 GW_CONCURRENCY=24 GW_LOCAL_QUEUE=500 GW_COMPLETE_DELAY=0 GW_FAIL_DELAY=0}"
 # pg-boss 10: work() loops x jobs per fetch; it polls (0.5 s is its minimum).
 # A work() loop fetches at most one batch per polling interval, so its
 # ceiling is PB_BATCH / PB_POLL_S jobs/s per loop.
-read -ra PB_SWEEP_0 <<<"${BENCH_PB_SWEEP_0-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=1000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_1 <<<"${BENCH_PB_SWEEP_1-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_2 <<<"${BENCH_PB_SWEEP_2-PEER_PROCS=1 PB_WORKERS=8 PB_BATCH=5000 PB_POLL_S=0.5}"
-read -ra PB_SWEEP_3 <<<"${BENCH_PB_SWEEP_3-PEER_PROCS=2 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
+# (4 loops x 1,000 drained at a quarter of 4 x 5,000 in trials.)
+read -ra PB_SWEEP_0 <<<"${BENCH_PB_SWEEP_0-PEER_PROCS=1 PB_WORKERS=4 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_1 <<<"${BENCH_PB_SWEEP_1-PEER_PROCS=1 PB_WORKERS=8 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_2 <<<"${BENCH_PB_SWEEP_2-PEER_PROCS=1 PB_WORKERS=16 PB_BATCH=5000 PB_POLL_S=0.5}"
+read -ra PB_SWEEP_3 <<<"${BENCH_PB_SWEEP_3-PEER_PROCS=2 PB_WORKERS=8 PB_BATCH=5000 PB_POLL_S=0.5}"
 
 # --------------------------------------------------------------- plumbing ----
 
@@ -103,11 +106,14 @@ JS=$ROOT/bench/worker
 as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
 psql_db() { local db=$1; shift; as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -d "$db" "$@"; }
 val() { psql_db "$1" -tAc "$2"; }
-say() { printf '%s\n' "$*" >&2; }
+say() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 tmp=$(mktemp -d /tmp/flowtrack-bench-worker.XXXXXX)
 chmod 755 "$tmp"
+# Each worker's log and each burn-down's poll series stay here after the run.
+LOGS=$ROOT/.flowtrack/bench-worker-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 pids=()
 cleanup() {
   local p
@@ -240,21 +246,32 @@ table_stats() {
                FROM ($(sys_tables_sql "$1")) AS q(t) LEFT JOIN pg_stat_user_tables s ON s.relid = q.t"
 }
 
+# The poll series also records what autovacuum is doing, and every queue
+# table's dead tuples: a claim that walks dead index entries slows down.
+DIAG_SQL="(SELECT string_agg(regexp_replace(query, '^autovacuum: ', ''), '; ') FROM pg_stat_activity
+            WHERE backend_type = 'autovacuum worker'),
+          (SELECT string_agg(relname || '=' || n_dead_tup, ' ') FROM pg_stat_user_tables WHERE n_dead_tup > 1000)"
 # burn SYS CFG N TIMEOUT: fills the queue with N jobs, drains it with the
 # worker at CFG; prints drain.cjs's JSON line plus the cost fields.
 burn() {
   local sys=$1 cfg=$2 n=$3 timeout=$4 c0 c1 x0 r0 l0 x1 r1 l1 out
+  say "burn $sys $cfg $n: reset"
   reset_queue "$sys"
+  say "burn $sys $cfg $n: fill"
   fill_queue "$sys" "$n"
+  say "burn $sys $cfg $n: vacuum"
   # Every system's tables, so no autovacuum of an earlier run's leftovers
   # lands in this run's WAL.
   vacuum_queue "${SYSTEMS[@]}"
   sleep 1
   IFS='|' read -r x0 r0 l0 <<<"$(counters "$sys")"
+  say "burn $sys $cfg $n: drain"
   # shellcheck disable=SC2046
   out=$(DRAIN_URL=$(sys_admin_url "$sys") DRAIN_SQL=$(sys_remaining_sql "$sys") DRAIN_START_SQL=$(sys_untouched_sql "$sys") DRAIN_TOTAL=$n \
-        DRAIN_TIMEOUT_S=$timeout WORKER_LOG=$tmp/worker-$sys.log \
-        node "$JS/drain.cjs" -- $(worker_cmd "$sys" "$cfg" "")) || { tail -n 20 "$tmp/worker-$sys.log" >&2; return 1; }
+        DRAIN_TIMEOUT_S=$timeout WORKER_LOG=$LOGS/burn-$sys-$cfg-$n.log DRAIN_SERIES=$LOGS/burn-$sys-$cfg-$n.tsv \
+        DRAIN_DIAG_SQL="$DIAG_SQL" \
+        node "$JS/drain.cjs" -- $(worker_cmd "$sys" "$cfg" "")) || { tail -n 20 "$LOGS/burn-$sys-$cfg-$n.log" >&2; return 1; }
+  say "burn $sys $cfg $n: done $out"
   sleep 1.5  # the worker has exited; give the stats collector its flush
   IFS='|' read -r x1 r1 l1 <<<"$(counters "$sys")"
   node -e '
@@ -362,9 +379,9 @@ if [[ " ${SYSTEMS[*]} " == *" flowtrack "* ]]; then lat_systems+=("${LAT_EXTRA[@
 for s in "${lat_systems[@]}"; do
   reset_queue "$s"
   rm -f "$tmp/trace-$s"*
-  : >"$tmp/lat-worker-$s.log"
+  : >"$LOGS/latency-$s.log"
   # shellcheck disable=SC2046
-  $(worker_cmd "$s" "${BEST[$s]}" "$tmp/trace-$s") >"$tmp/lat-worker-$s.log" 2>&1 &
+  $(worker_cmd "$s" "${BEST[$s]}" "$tmp/trace-$s") >"$LOGS/latency-$s.log" 2>&1 &
   wpid=$!; pids+=("$wpid")
   if [[ $s == flowtrack ]]; then
     # Ready once it holds a connection and has had a moment to park.
@@ -373,14 +390,14 @@ for s in "${lat_systems[@]}"; do
     done
     sleep 1
   else
-    for _ in $(seq 1 300); do grep -q '^ready' "$tmp/lat-worker-$s.log" && break; sleep 0.1; done
+    for _ in $(seq 1 300); do grep -q '^ready' "$LOGS/latency-$s.log" && break; sleep 0.1; done
   fi
   gen=$(LG_URL=$(sys_admin_url "$s") LG_SQL=$(sys_enqueue_sql "$s") LG_RATE=$LAT_RATE LG_SECONDS=$LAT_SECONDS \
         LG_CONNS=$LAT_CONNS LG_OUT="$tmp/commits-$s" node "$JS/loadgen.cjs")
   for _ in $(seq 1 600); do [[ $(val "$(sys_db "$s")" "$(sys_remaining_sql "$s")") == 0 ]] && break; sleep 0.1; done
   sleep 0.5
   kill -TERM "$wpid"; wait "$wpid" || true
-  if [[ $s == flowtrack ]]; then ft_starts "$tmp/lat-worker-$s.log" >"$tmp/trace-$s"; fi
+  if [[ $s == flowtrack ]]; then ft_starts "$LOGS/latency-$s.log" >"$tmp/trace-$s"; fi
   if [[ -s $tmp/trace-$s || -n $(compgen -G "$tmp/trace-$s.*") ]]; then
     lat=$(node "$JS/latency.cjs" "$tmp/commits-$s" "$tmp/trace-$s"*)
   else
@@ -452,7 +469,7 @@ for ((r = 0; r < ENQ_ROUNDS; r++)); do
     case $script in ft_plain|ft_nowake) set_wake off ;; ft_*) set_wake on ;; esac
     if [[ -n $parked ]]; then
       # shellcheck disable=SC2046
-      $(worker_cmd "$s" "${BEST[$s]}" "") >"$tmp/enq-worker.log" 2>&1 &
+      $(worker_cmd "$s" "${BEST[$s]}" "") >"$LOGS/enqueue-$v.log" 2>&1 &
       wpid=$!; pids+=("$wpid"); sleep 2   # started, found nothing, parked
     fi
     RUNS[$v]+="$(pgbench_tps "$s" "$script") "

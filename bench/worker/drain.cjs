@@ -14,7 +14,9 @@
 // poller ran, to subtract from commit counts), error bounds.
 //
 // Environment: DRAIN_URL, DRAIN_SQL, DRAIN_START_SQL, DRAIN_TOTAL, DRAIN_POLL_MS (200),
-// DRAIN_FAST_MS (25), DRAIN_TIMEOUT_S (600), WORKER_LOG (worker's output).
+// DRAIN_FAST_MS (25), DRAIN_TIMEOUT_S (600), WORKER_LOG (worker's output),
+// DRAIN_SERIES (optional file: one "seconds<TAB>what<TAB>count[<TAB>diag...]"
+// line per poll), DRAIN_DIAG_SQL (optional select-list for the series).
 "use strict";
 
 const fs = require("fs");
@@ -38,10 +40,16 @@ async function main() {
   const db = new Client({ connectionString: env("DRAIN_URL") });
   await db.connect();
   let polls = 0;
+  const series = [];
+  const t00 = monoNs();
+  // DRAIN_DIAG_SQL: more columns for the series, read in the same statement.
+  const diag = process.env.DRAIN_DIAG_SQL ? `, ${process.env.DRAIN_DIAG_SQL}` : "";
   const left = async (text = sql) => {
     polls++;
-    const { rows } = await db.query({ text, rowMode: "array" });
-    return Number(rows[0][0]);
+    const { rows } = await db.query({ text: `SELECT (${text})${diag}`, rowMode: "array" });
+    const n = Number(rows[0][0]);
+    series.push([(ms(monoNs() - t00) / 1000).toFixed(3), text === sql ? "left" : "untouched", ...rows[0]].join("\t"));
+    return n;
   };
   const first = await left();
   if (first !== total) throw new Error(`expected ${total} jobs queued before the worker starts, found ${first}`);
@@ -87,9 +95,12 @@ async function main() {
   await db.end();
 
   child.kill("SIGTERM");
+  const stopAt = monoNs();
   const killer = setTimeout(() => child.kill("SIGKILL"), 30000);
   const how = await exit;
   clearTimeout(killer);
+  const stopMs = ms(monoNs() - stopAt);
+  if (process.env.DRAIN_SERIES) fs.writeFileSync(process.env.DRAIN_SERIES, series.join("\n") + "\n");
   const seconds = ms(end - start) / 1000;
   console.log(JSON.stringify({
     jobs: total,
@@ -99,6 +110,7 @@ async function main() {
     end_err_ms: Number(endErr.toFixed(1)),
     polls,
     worker_exit: how.signal || how.code,
+    stop_ms: Math.round(stopMs),
   }));
 }
 
