@@ -46,15 +46,11 @@ ENQ_ROUNDS=${BENCH_ENQ_ROUNDS:-3}
 FT_BIN=${BENCH_FT_BIN:-$ROOT/target/release/flowtrack-worker}
 FT_ENQUEUE_SQL=${BENCH_FT_ENQUEUE_SQL:-"SELECT internal.enqueue_job('noop', '{}'::jsonb)"}
 # The baselines "no wake-up at all": the same row by a plain INSERT (the
-# floor), and by a copy of enqueue_job as it was before wake-ups (the same
-# SQL function with the same SET clause), which isolates what the wake-up
-# costs an enqueue.
+# floor), and by bench.enqueue_nowake, a copy of internal.enqueue_job made at
+# setup from its catalog definition (same body, SET clauses and owner) with
+# any flowtrack.wake_on_commit() call replaced by NULL, which isolates what
+# the wake-up costs an enqueue. Wake-up triggers are switched off for both.
 FT_PLAIN_SQL=${BENCH_FT_PLAIN_SQL:-"INSERT INTO internal.jobs (kind, payload) VALUES ('noop', '{}'::jsonb) RETURNING id"}
-FT_NOWAKE_SETUP=${BENCH_FT_NOWAKE_SETUP:-"CREATE SCHEMA bench;
-CREATE FUNCTION bench.enqueue_nowake(kind text, payload jsonb) RETURNS uuid
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS \$\$
-    INSERT INTO internal.jobs (kind, payload) VALUES (kind, payload) RETURNING id
-\$\$;"}
 FT_NOWAKE_SQL=${BENCH_FT_NOWAKE_SQL:-"SELECT bench.enqueue_nowake('noop', '{}'::jsonb)"}
 # Wake-ups fired by a trigger on the queue (flowtrack.wake_workers) are
 # switched off for the two baselines and on for everything else.
@@ -309,7 +305,16 @@ result "figure=commit_ms value=$commit_ms load=\"$(load)\""
 
 for s in "${SYSTEMS[@]}"; do
   case $s in
-    flowtrack) psql_db "$BENCH_DB" -c "$FT_NOWAKE_SETUP" >/dev/null ;;
+    flowtrack)
+      fn=$(val "$BENCH_DB" "SELECT p.oid FROM pg_proc p WHERE p.oid = 'internal.enqueue_job'::regproc")
+      owner=$(val "$BENCH_DB" "SELECT proowner::regrole FROM pg_proc WHERE oid = $fn")
+      {
+        echo "CREATE SCHEMA bench; GRANT USAGE ON SCHEMA bench TO $owner;"
+        val "$BENCH_DB" "SELECT pg_get_functiondef($fn)" \
+          | sed -E '1s/FUNCTION internal\.enqueue_job\(/FUNCTION bench.enqueue_nowake(/; s/flowtrack\.wake_on_commit\(\)/NULL/g'
+        echo ";"
+        echo "ALTER FUNCTION bench.enqueue_nowake($(val "$BENCH_DB" "SELECT pg_get_function_identity_arguments($fn)")) OWNER TO $owner;"
+      } | psql_db "$BENCH_DB" >/dev/null ;;
     graphile|pgboss) PEER_URL=$(sys_worker_url "$s") node "$JS/peer.cjs" "$s" setup ;;
   esac
 done
