@@ -242,11 +242,15 @@ table_stats() {
                FROM ($(sys_tables_sql "$1")) AS q(t) LEFT JOIN pg_stat_user_tables s ON s.relid = q.t"
 }
 
-# The poll series also records what autovacuum is doing, and every queue
-# table's dead tuples: a claim that walks dead index entries slows down.
+# The poll series also records what autovacuum is doing, every table's dead
+# tuples (a claim that walks dead index entries slows down) and the session
+# holding the oldest snapshot in the database (what keeps them from going).
 DIAG_SQL="(SELECT string_agg(regexp_replace(query, '^autovacuum: ', ''), '; ') FROM pg_stat_activity
             WHERE backend_type = 'autovacuum worker'),
-          (SELECT string_agg(relname || '=' || n_dead_tup, ' ') FROM pg_stat_user_tables WHERE n_dead_tup > 1000)"
+          (SELECT string_agg(relname || '=' || n_dead_tup, ' ') FROM pg_stat_user_tables WHERE n_dead_tup > 1000),
+          (SELECT usename || ' xmin age ' || age(backend_xmin) || ': ' || left(query, 80) FROM pg_stat_activity
+            WHERE backend_xmin IS NOT NULL AND datname = current_database() AND pid <> pg_backend_pid()
+            ORDER BY age(backend_xmin) DESC LIMIT 1)"
 # burn SYS CFG N TIMEOUT: fills the queue with N jobs, drains it with the
 # worker at CFG; prints drain.cjs's JSON line plus the cost fields.
 burn() {
@@ -439,7 +443,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 
 wait_empty() { for _ in $(seq 1 600); do [[ $(val "$(sys_db "$1")" "$(sys_remaining_sql "$1")") == 0 ]] && return 0; sleep 0.1; done; return 1; }
 
 echo
-echo "## 3. enqueue throughput ($ENQ_CLIENTS pgbench clients, -M prepared, median of $ENQ_ROUNDS interleaved ${ENQ_SECONDS}s runs; no worker unless 'worker parked')"
+echo "## 3. enqueue throughput ($ENQ_CLIENTS pgbench clients, -M prepared, $ENQ_ROUNDS interleaved ${ENQ_SECONDS}s runs: median tx/s, median of the per-round ratios; no worker unless 'worker parked'; load after the last run)"
 if [[ " ${SYSTEMS[*]} " == *" flowtrack "* ]]; then
   triggers=$(val "$BENCH_DB" "$FT_WAKE_TRIGGERS_SQL" | paste -sd' ')
   echo "(FlowTrack's wake-up triggers on internal.jobs, switched off for the two baselines: ${triggers:-none})"
@@ -463,7 +467,7 @@ for s in "${SYSTEMS[@]}"; do
   esac
 done
 chmod 644 "$tmp"/*.sql
-declare -A RUNS
+declare -A RUNS LOADS
 [[ $PHASES == *" enqueue "* ]] || variants=()
 for ((r = 0; r < ENQ_ROUNDS; r++)); do
   order=("${variants[@]}")
@@ -478,18 +482,25 @@ for ((r = 0; r < ENQ_ROUNDS; r++)); do
       wpid=$!; pids+=("$wpid"); sleep 2   # started, found nothing, parked
     fi
     RUNS[$v]+="$(pgbench_tps "$s" "$script") "
+    LOADS[$v]=$(load)
     if [[ -n $parked ]]; then wait_empty "$s" || say "worker did not drain after $v"; kill -TERM "$wpid"; wait "$wpid" || true; fi
   done
 done
 [[ " ${SYSTEMS[*]} " == *" flowtrack "* ]] && set_wake on
-plain=$(median ${RUNS[flowtrack:ft_plain]:-0})
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# The median of the per-round ratios: rounds interleave, so each round's
+# pair saw the same machine.
+ratio() {
+  local -a a=(${RUNS[$1]:-}) b=(${RUNS[$2]:-}) r=()
+  local i
+  for i in "${!a[@]}"; do [[ -n ${b[$i]:-} ]] && r+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }')"); done
+  (( ${#r[@]} )) && printf '%.2f' "$(median "${r[@]}")" || echo n/a
+}
 for v in "${variants[@]}"; do
   IFS=: read -r s script parked <<<"$v"
   tps=$(median ${RUNS[$v]})
   ENQ[$v]=$tps
   # Like for like: the no-wake-up copy with the worker in the same state.
-  nowake=$(median ${RUNS[flowtrack:ft_nowake${parked:+:parked}]:-0})
+  nowake=flowtrack:ft_nowake${parked:+:parked}
   case $script in
     ft_plain) what="plain INSERT (no wake-up mechanism)" ;;
     ft_nowake) what="enqueue_job's pre-wake-up copy (no wake-up mechanism)" ;;
@@ -499,9 +510,9 @@ for v in "${variants[@]}"; do
     pb_send) what="the SQL of \`send('noop', {})\`" ;;
   esac
   [[ $parked == parked ]] && what="$what, worker parked"
-  echo "| $s | $what | $tps ($(echo ${RUNS[$v]} | tr ' ' '/')) | $(ratio "$tps" "$nowake") | $(ratio "$tps" "$plain") | $(load) |"
+  echo "| $s | $what | $tps ($(echo ${RUNS[$v]} | tr ' ' '/')) | $(ratio "$v" "$nowake") | $(ratio "$v" flowtrack:ft_plain) | ${LOADS[$v]} |"
   result "figure=enqueue system=$s variant=$script${parked:+_parked} clients=$ENQ_CLIENTS tx_per_s=$tps" \
-         "ratio_to_nowake=$(ratio "$tps" "$nowake") ratio_to_plain=$(ratio "$tps" "$plain") load=\"$(load)\""
+         "ratio_to_nowake=$(ratio "$v" "$nowake") ratio_to_plain=$(ratio "$v" flowtrack:ft_plain) load=\"${LOADS[$v]}\""
 done
 
 # ------------------------------------------------------------- 4. cost ----
