@@ -6,6 +6,8 @@
 
 pub mod email;
 pub mod http;
+pub mod signature;
+pub mod webhook;
 
 use serde_json::json;
 
@@ -14,7 +16,7 @@ use crate::job::{Job, Outcome};
 
 /// Perform one job. Blocking I/O runs on the blocking pool, so many jobs can
 /// be in flight without holding up the caller's runtime.
-pub async fn perform(_pool: &Pool, job: &Job) -> Outcome {
+pub async fn perform(pool: &Pool, job: &Job) -> Outcome {
     let payload = job.payload.clone();
     let blocking = |f: fn(&serde_json::Value) -> Outcome| async move {
         tokio::task::spawn_blocking(move || f(&payload))
@@ -24,7 +26,8 @@ pub async fn perform(_pool: &Pool, job: &Job) -> Outcome {
     match job.kind.as_str() {
         // Does nothing: the benchmarks' and tests' job.
         "noop" => Outcome::Done(json!({})),
-        "http_request" | "webhook" => blocking(http::perform).await,
+        "http_request" => blocking(http::perform).await,
+        "webhook" => webhook::perform(pool, job).await,
         "email" => blocking(email::perform).await,
         other => Outcome::failed(
             format!("kind: this worker has no handler for job kind \"{other}\""),
