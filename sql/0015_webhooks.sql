@@ -133,28 +133,27 @@ COMMENT ON FUNCTION internal.emit_lead_status_changed() IS 'AFTER UPDATE OF stat
 CREATE TRIGGER emit_status_changed AFTER UPDATE OF status ON api.leads
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION internal.emit_lead_status_changed();
 
--- The worker reports on the job; the delivery row follows it.
-CREATE FUNCTION internal.track_delivery() RETURNS trigger
+-- The queue reports each attempt of a webhook job; the delivery row follows.
+CREATE FUNCTION internal.record_delivery(job_id uuid, ws uuid, outcome text, attempts integer, result jsonb, error text)
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 BEGIN
-    PERFORM flowtrack.act_for(NEW.workspace_id, 'owner');
+    PERFORM flowtrack.act_for(ws, 'owner');
     UPDATE api.webhook_deliveries d
-       SET status = CASE NEW.status WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'failed' ELSE 'retrying' END,
-           attempts = NEW.attempts,
-           response_status = (NEW.result ->> 'status')::integer,
-           response_body = left(NEW.result ->> 'body', 2048),
-           duration_ms = (NEW.result ->> 'duration_ms')::integer,
-           last_error = NEW.last_error,
-           delivered_at = CASE WHEN NEW.status = 'succeeded' THEN now() END
-     WHERE d.job_id = NEW.id AND d.workspace_id = NEW.workspace_id;
-    RETURN NULL;
+       SET status = outcome,
+           attempts = record_delivery.attempts,
+           response_status = (result ->> 'status')::integer,
+           response_body = pg_catalog.left(result ->> 'body', 2048),
+           duration_ms = (result ->> 'duration_ms')::integer,
+           last_error = error,
+           delivered_at = CASE WHEN outcome = 'succeeded' THEN pg_catalog.now() END
+     WHERE d.job_id = record_delivery.job_id AND d.workspace_id = ws;
 END
 $$;
-COMMENT ON FUNCTION internal.track_delivery() IS 'AFTER UPDATE on webhook jobs: copies the outcome into webhook_deliveries.';
-CREATE TRIGGER track_delivery AFTER UPDATE OF status ON internal.jobs
-    FOR EACH ROW WHEN (NEW.kind = 'webhook' AND NEW.status IN ('succeeded', 'queued', 'dead') AND NEW.workspace_id IS NOT NULL)
-    EXECUTE FUNCTION internal.track_delivery();
+COMMENT ON FUNCTION internal.record_delivery(uuid, uuid, text, integer, jsonb, text) IS
+  'Called by the queue after each attempt of a webhook job (outcome succeeded, retrying or failed): copies status, response excerpt, duration and error into webhook_deliveries.';
+REVOKE ALL ON FUNCTION internal.record_delivery(uuid, uuid, text, integer, jsonb, text) FROM PUBLIC;
 
 -- Inbound tokens. A token starts workflows, which a viewer may not do
 -- (issue 9), and anyone who can read it can: so it is kept like an API key,

@@ -442,41 +442,38 @@ $$;
 COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
   'Marks a step whose advance raised an error failed, and its execution failed with that error (code step_error, sqlstate, message, node). Used where one step''s failure must not roll back others: run_due_steps, job reports.';
 
--- A job that carries a step id finishes its step: the worker's
--- complete_job / fail_job (dead-lettered) continue the graph.
-CREATE FUNCTION internal.finish_step_of_job() RETURNS trigger
+-- A job that carries a step id finishes its step: the worker's reports
+-- (internal.complete_jobs, fail_jobs and the burials of dead jobs) continue
+-- the graph.
+CREATE FUNCTION internal.finish_job_step(ws uuid, step uuid, succeeded boolean, result jsonb, error text)
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
-DECLARE
-    step uuid := (NEW.payload ->> 'step_id')::uuid;
 BEGIN
-    PERFORM flowtrack.act_for(NEW.workspace_id, 'owner');
-    IF NOT EXISTS (SELECT 1 FROM api.execution_steps s WHERE s.id = step AND s.status IN ('running', 'scheduled', 'pending')) THEN
-        RETURN NULL;
+    PERFORM flowtrack.act_for(ws, 'owner');
+    IF NOT EXISTS (SELECT 1 FROM api.execution_steps s
+                    WHERE s.id = step AND s.workspace_id = ws AND s.status IN ('running', 'scheduled', 'pending')) THEN
+        RETURN;
     END IF;
     -- A failing advance fails the step and its execution, not the job
     -- report: otherwise the job's lease would lapse and the side effect be
     -- performed again, forever.
     BEGIN
-        IF NEW.status = 'succeeded' THEN
-            PERFORM flowtrack.complete_step(step, coalesce(NEW.result, '{}')::text);
+        IF succeeded THEN
+            PERFORM flowtrack.complete_step(step, coalesce(result, '{}')::text);
         ELSE
-            PERFORM flowtrack.fail_step(step, coalesce(NEW.last_error, 'job dead-lettered'));
+            PERFORM flowtrack.fail_step(step, coalesce(error, 'job dead-lettered'));
         END IF;
     EXCEPTION
         -- Transient: the worker's report fails and is retried.
         WHEN serialization_failure OR deadlock_detected THEN RAISE;
         WHEN OTHERS THEN PERFORM internal.fail_step_with_error(step, SQLSTATE, SQLERRM);
     END;
-    RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION internal.finish_step_of_job() IS
-  'AFTER UPDATE on internal.jobs: a succeeded job completes its step, a dead one fails it, and the graph advances in the worker''s transaction; an advance that raises fails the step and its execution (internal.fail_step_with_error) and the job report still commits.';
-CREATE TRIGGER finish_step AFTER UPDATE OF status ON internal.jobs
-    FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'dead') AND OLD.status IS DISTINCT FROM NEW.status
-                       AND NEW.workspace_id IS NOT NULL AND NEW.payload ? 'step_id')
-    EXECUTE FUNCTION internal.finish_step_of_job();
+COMMENT ON FUNCTION internal.finish_job_step(uuid, uuid, boolean, jsonb, text) IS
+  'A job of a step ended: success completes the step with the job''s result, death fails it, and the graph advances in the reporting transaction; an advance that raises fails the step and its execution (internal.fail_step_with_error) and the job report still commits.';
+REVOKE ALL ON FUNCTION internal.finish_job_step(uuid, uuid, boolean, jsonb, text) FROM PUBLIC;
 
 CREATE FUNCTION internal.run_due_steps(n integer DEFAULT 1000) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

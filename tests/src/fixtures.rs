@@ -196,3 +196,73 @@ pub async fn populate(db: &Client, t: &Tenant) -> Populated {
         invitation_id: row.get(3),
     }
 }
+
+/// A lease as the worker holds one: the job and its fencing token.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    pub id: Uuid,
+    pub fence: i32,
+}
+
+/// Play the worker's claim for one workspace only (tests run in parallel and
+/// must not take each other's jobs): lease its due jobs exactly as
+/// `internal.claim_due` does, as superuser.
+pub async fn lease_jobs(db: &Client, ws: Uuid) -> Vec<Lease> {
+    db.query(
+        "UPDATE internal.jobs j
+            SET status = 'running', attempts = j.attempts + 1, claims = j.claims + 1, locked_by = 'test-worker',
+                locked_until = now() + make_interval(secs => k.lease_seconds)
+           FROM internal.job_kinds k
+          WHERE j.workspace_id = $1 AND j.status = 'queued' AND j.run_at <= now() AND k.kind = j.kind
+         RETURNING j.id, j.claims",
+        &[&ws],
+    )
+    .await
+    .expect("lease the workspace's jobs")
+    .iter()
+    .map(|r| Lease {
+        id: r.get(0),
+        fence: r.get(1),
+    })
+    .collect()
+}
+
+/// Report leases done through the worker's own function; returns each outcome.
+pub async fn complete_jobs(db: &Client, leases: &[Lease], result: Value) -> Vec<String> {
+    let ids: Vec<Uuid> = leases.iter().map(|l| l.id).collect();
+    let fences: Vec<i32> = leases.iter().map(|l| l.fence).collect();
+    let results = vec![result; leases.len()];
+    db.query(
+        "SELECT outcome FROM internal.complete_jobs('test-worker', $1, $2, $3)",
+        &[&ids, &fences, &results],
+    )
+    .await
+    .expect("complete_jobs")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Report leases failed (`retry` as the worker would judge it); returns each outcome.
+pub async fn fail_jobs(
+    db: &Client,
+    leases: &[Lease],
+    error: &str,
+    retry: bool,
+    result: Value,
+) -> Vec<String> {
+    let ids: Vec<Uuid> = leases.iter().map(|l| l.id).collect();
+    let fences: Vec<i32> = leases.iter().map(|l| l.fence).collect();
+    let errors = vec![error.to_string(); leases.len()];
+    let retries = vec![retry; leases.len()];
+    let results = vec![result; leases.len()];
+    db.query(
+        "SELECT outcome FROM internal.fail_jobs('test-worker', $1, $2, $3, $4, $5)",
+        &[&ids, &fences, &errors, &retries, &results],
+    )
+    .await
+    .expect("fail_jobs")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}

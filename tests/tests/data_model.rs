@@ -491,25 +491,32 @@ async fn lead_events_fan_out_to_webhook_deliveries_tracked_through_the_worker() 
         )
         .await
         .expect_err("the worker role cannot touch the queue table directly");
-    let claimed = worker
-        .query(
-            "SELECT id FROM internal.claim_jobs('test-worker', 100) WHERE workspace_id = $1",
-            &[&t.workspace_id],
+    // Claims through the worker's own function would take other tests' jobs
+    // too: lease this tenant's as the claim does, report as the worker.
+    let leases = fixtures::lease_jobs(&db, t.workspace_id).await;
+    assert!(leases.len() >= 2, "leased {}", leases.len());
+    let first = leases.iter().find(|l| l.id == job_ids[0]).copied().unwrap();
+    let second = leases.iter().find(|l| l.id == job_ids[1]).copied().unwrap();
+    let done: String = worker
+        .query_one(
+            "SELECT outcome FROM internal.complete_jobs('test-worker', ARRAY[$1::uuid], ARRAY[$2::integer],
+                    ARRAY['{\"status\": 200, \"body\": \"ok\", \"duration_ms\": 12}'::jsonb])",
+            &[&first.id, &first.fence],
         )
         .await
-        .unwrap();
-    assert!(claimed.len() >= 2, "claimed {}", claimed.len());
-    worker
-        .execute("SELECT internal.complete_job($1, 'test-worker', '{\"status\": 200, \"body\": \"ok\", \"duration_ms\": 12}')", &[&job_ids[0]])
-        .await
-        .unwrap();
-    worker
-        .execute(
-            "SELECT internal.fail_job($1, 'test-worker', 'HTTP 503', true, '{\"status\": 503}')",
-            &[&job_ids[1]],
+        .unwrap()
+        .get(0);
+    assert_eq!(done, "completed");
+    let failed: String = worker
+        .query_one(
+            "SELECT outcome FROM internal.fail_jobs('test-worker', ARRAY[$1::uuid], ARRAY[$2::integer],
+                    ARRAY['HTTP 503'], ARRAY[true], ARRAY['{\"status\": 503}'::jsonb])",
+            &[&second.id, &second.fence],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, "retrying");
     let states: Vec<(String, Option<i32>)> = db
         .query("SELECT status, response_status FROM api.webhook_deliveries WHERE workspace_id = $1 ORDER BY status", &[&t.workspace_id])
         .await

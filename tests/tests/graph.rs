@@ -415,37 +415,18 @@ async fn steps(db: &Client, e: Uuid) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Play the worker for `ws`: lease its queued jobs as claim_jobs does (only
-/// this tenant's: tests run in parallel) and report them done (or dead).
+/// Play the worker for `ws` (only this tenant's jobs: tests run in
+/// parallel) and report them done (or dead, as a final failure).
 async fn work_jobs(db: &Client, ws: Uuid, ok: bool) -> usize {
-    let jobs = db
-        .query(
-            "UPDATE internal.jobs SET status = 'running', attempts = attempts + 1, locked_by = 'test-worker',
-                    locked_until = now() + interval '5 minutes'
-              WHERE workspace_id = $1 AND status = 'queued' RETURNING id",
-            &[&ws],
-        )
-        .await
-        .unwrap();
-    for j in &jobs {
-        let id: Uuid = j.get(0);
-        if ok {
-            db.execute(
-                "SELECT internal.complete_job($1, 'test-worker', '{\"status\": 200}')",
-                &[&id],
-            )
-            .await
-            .unwrap();
-        } else {
-            db.execute(
-                "SELECT internal.fail_job($1, 'test-worker', 'HTTP 500', false)",
-                &[&id],
-            )
-            .await
-            .unwrap();
-        }
-    }
-    jobs.len()
+    let leases = fixtures::lease_jobs(db, ws).await;
+    let outcomes = if ok {
+        fixtures::complete_jobs(db, &leases, json!({"status": 200})).await
+    } else {
+        fixtures::fail_jobs(db, &leases, "HTTP 500", false, Value::Null).await
+    };
+    let want = if ok { "completed" } else { "dead" };
+    assert!(outcomes.iter().all(|o| o == want), "{outcomes:?}");
+    leases.len()
 }
 
 #[tokio::test]

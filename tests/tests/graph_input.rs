@@ -468,30 +468,17 @@ async fn a_job_whose_advance_fails_is_still_reported() {
                       "edges": [edge("e1", "s", "call"), edge("e2", "call", "fat")]});
     let wf = active(&db, &t, &flow).await;
     let e = start(&db, &t, wf, lead(&db, &t).await).await;
-    let job: Uuid = db
-        .query_one(
-            "UPDATE internal.jobs SET status = 'running', attempts = attempts + 1, locked_by = 'test-worker',
-                    locked_until = now() + interval '5 minutes'
-              WHERE workspace_id = $1 AND status = 'queued' RETURNING id",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let reported: Option<bool> = db
-        .query_one(
-            "SELECT internal.complete_job($1, 'test-worker', '{\"status\": 200}')",
-            &[&job],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(reported, Some(true));
+    let leases = fixtures::lease_jobs(&db, t.workspace_id).await;
+    assert_eq!(leases.len(), 1);
+    let job = leases[0].id;
+    let reported = fixtures::complete_jobs(&db, &leases, json!({"status": 200})).await;
+    assert_eq!(reported, ["completed"]);
     let r = db
         .query_one(
-            "SELECT e.status, e.error, s.status, j.status FROM api.workflow_executions e
-               JOIN api.execution_steps s ON s.execution_id = e.id AND s.node_key = 'call'
-               JOIN internal.jobs j ON j.id = $2 WHERE e.id = $1",
+            "SELECT e.status, e.error, s.status,
+                    CASE WHEN EXISTS (SELECT 1 FROM internal.jobs j WHERE j.id = $2) THEN 'queued' ELSE 'gone' END
+               FROM api.workflow_executions e
+               JOIN api.execution_steps s ON s.execution_id = e.id AND s.node_key = 'call' WHERE e.id = $1",
             &[&e, &job],
         )
         .await
@@ -503,7 +490,7 @@ async fn a_job_whose_advance_fails_is_still_reported() {
             r.get::<_, String>(2).as_str(),
             r.get::<_, String>(3).as_str()
         ),
-        ("failed", "failed", "succeeded")
+        ("failed", "failed", "gone")
     );
     assert_eq!(
         (error["code"].as_str(), error["sqlstate"].as_str()),

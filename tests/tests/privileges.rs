@@ -560,19 +560,22 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.version()",
 ];
 /// The queue, the step reports, one connection's secret, the claim readers.
-const WORKER_EXECUTES: [&str; 12] = [
+const WORKER_EXECUTES: [&str; 15] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
     "flowtrack.jwt_claim(text)",
     "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
-    "internal.claim_jobs(text,integer,interval)",
-    "internal.complete_job(uuid,text,jsonb)",
+    "internal.claim_jobs(text,integer,integer)",
+    "internal.complete_jobs(text,uuid[],integer[],jsonb[])",
     "internal.complete_step(uuid,jsonb)",
     "internal.connection_secret(uuid)",
-    "internal.fail_job(uuid,text,text,boolean,jsonb)",
+    "internal.fail_jobs(text,uuid[],integer[],text[],boolean[],jsonb[])",
     "internal.fail_step(uuid,text)",
+    "internal.heartbeat_jobs(text,uuid[],integer[])",
+    "internal.queue_status()",
+    "internal.release_jobs(text,uuid[],integer[])",
 ];
 
 /// Bodies name what they touch: every PL/pgSQL and SQL function of ours

@@ -3,6 +3,15 @@
 
 use flowtrack_tests::{column, connect};
 
+/// Foreign keys left unindexed on purpose. The live job queue is rewritten
+/// by every claim and report: each index there costs every job, while the
+/// only readers these indexes would serve (a workspace's deletion, a job
+/// kind's deletion) scan a table that holds just the work in hand.
+const UNINDEXED_ON_PURPOSE: [&str; 2] = [
+    "internal.jobs (jobs_kind_fkey)",
+    "internal.jobs (jobs_workspace_id_fkey)",
+];
+
 #[tokio::test]
 async fn every_foreign_key_is_indexed() {
     let db = connect().await;
@@ -23,6 +32,10 @@ async fn every_foreign_key_is_indexed() {
         &[],
     )
     .await;
+    let missing: Vec<&String> = missing
+        .iter()
+        .filter(|m| !UNINDEXED_ON_PURPOSE.contains(&m.as_str()))
+        .collect();
     assert!(
         missing.is_empty(),
         "foreign keys without an index: {missing:#?}"

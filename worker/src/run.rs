@@ -61,7 +61,7 @@ pub async fn run(url: &str) -> Result<(), String> {
     println!("{worker}: listening on flowtrack_jobs, batch {batch}, poll {poll:?}");
 
     loop {
-        let jobs = claim::claim(&client, &worker, batch)
+        let jobs = claim::claim(&client, &worker, batch, 0)
             .await
             .map_err(|e| format!("claim_jobs: {e}"))?;
         let full = jobs.len() as i32 == batch;
@@ -79,9 +79,15 @@ pub async fn run(url: &str) -> Result<(), String> {
                     job.id, job.kind, job.attempt
                 );
             }
-            claim::report(&client, &worker, &job, &outcome)
+            let verdict = claim::report(&client, &worker, &job, &outcome)
                 .await
                 .map_err(|e| format!("reporting job {}: {e}", job.id))?;
+            if verdict == "stale" {
+                eprintln!(
+                    "{worker}: job {} report was stale: its lease had been lost",
+                    job.id
+                );
+            }
         }
         if full {
             continue;
