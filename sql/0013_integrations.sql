@@ -440,7 +440,7 @@ REVOKE EXECUTE ON FUNCTION internal.leased_job(uuid, integer) FROM PUBLIC;
 
 -- The connection a leased job uses, locked when asked. The caller acts for
 -- the job's workspace (api.connections is under FORCE RLS).
-CREATE FUNCTION internal.job_connection_row(j internal.jobs, lock boolean)
+CREATE FUNCTION internal.job_connection_row(j internal.jobs, for_update boolean)
 RETURNS api.connections
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -476,18 +476,18 @@ BEGIN
     ELSE
         RETURN NULL;
     END IF;
-    IF lock THEN
+    IF for_update THEN
         SELECT * INTO c FROM api.connections x WHERE x.id = c.id FOR UPDATE;
     END IF;
     RETURN c;
 END
 $$;
 COMMENT ON FUNCTION internal.job_connection_row(internal.jobs, boolean) IS
-  'The connection a job uses: payload.connection_id within the job''s workspace (PT404 otherwise, whether or not it exists elsewhere), or for an email job the workspace''s single SMTP connection in use (NULL without one, PT409 with several). lock: FOR UPDATE. Helper (granted to nobody).';
+  'The connection a job uses: payload.connection_id within the job''s workspace (PT404 otherwise, whether or not it exists elsewhere), or for an email job the workspace''s single SMTP connection in use (NULL without one, PT409 with several). for_update: lock it FOR UPDATE. Helper (granted to nobody).';
 REVOKE EXECUTE ON FUNCTION internal.job_connection_row(internal.jobs, boolean) FROM PUBLIC;
 
 -- The worker's only way to a plaintext credential.
-CREATE FUNCTION internal.job_connection(job_id uuid, fence integer, lock boolean DEFAULT false)
+CREATE FUNCTION internal.job_connection(job_id uuid, fence integer, for_update boolean DEFAULT false)
 RETURNS TABLE (connection_id uuid, integration_id text, auth_type text, credentials jsonb, expires_at timestamptz,
                oauth_token_url text, api_key_header text, api_key_prefix text, credentials_version timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -499,8 +499,8 @@ DECLARE
     s internal.connection_secrets;
 BEGIN
     -- A lock needs the writers' policy; reading needs any member's.
-    PERFORM flowtrack.act_for(j.workspace_id, CASE WHEN lock THEN 'admin' ELSE 'viewer' END);
-    c := internal.job_connection_row(j, lock);
+    PERFORM flowtrack.act_for(j.workspace_id, CASE WHEN for_update THEN 'admin' ELSE 'viewer' END);
+    c := internal.job_connection_row(j, for_update);
     IF c.id IS NULL THEN
         RETURN;
     END IF;
@@ -532,7 +532,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.job_connection(uuid, integer, boolean) IS
-  'For the worker holding the live lease (job_id, fence): the decrypted credentials of the connection the job uses, with the catalog''s auth type, OAuth token URL and API-key header. No row when the job uses none. PT409 without the lease or for a disabled or expired connection; PT404 for a connection outside the job''s workspace (as for a missing one) or without credentials. lock: FOR UPDATE until the caller''s transaction ends, so token refreshes of one connection take turns. credentials_version is the compare-and-set token of store_connection_tokens.';
+  'For the worker holding the live lease (job_id, fence): the decrypted credentials of the connection the job uses, with the catalog''s auth type, OAuth token URL and API-key header. No row when the job uses none. PT409 without the lease or for a disabled or expired connection; PT404 for a connection outside the job''s workspace (as for a missing one) or without credentials. for_update: locked FOR UPDATE until the caller''s transaction ends, so token refreshes of one connection take turns. credentials_version is the compare-and-set token of store_connection_tokens.';
 REVOKE EXECUTE ON FUNCTION internal.job_connection(uuid, integer, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION internal.job_connection(uuid, integer, boolean) TO flowtrack_worker;
 

@@ -560,7 +560,7 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.version()",
 ];
 /// The queue, the step reports, one connection's secret, the claim readers.
-const WORKER_EXECUTES: [&str; 15] = [
+const WORKER_EXECUTES: [&str; 17] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
@@ -570,12 +570,14 @@ const WORKER_EXECUTES: [&str; 15] = [
     "internal.claim_jobs(text,integer,integer)",
     "internal.complete_jobs(text,uuid[],integer[],jsonb[])",
     "internal.complete_step(uuid,jsonb)",
-    "internal.connection_secret(uuid)",
+    "internal.fail_connection(uuid,integer,text)",
     "internal.fail_jobs(text,uuid[],integer[],text[],boolean[],jsonb[])",
     "internal.fail_step(uuid,text)",
     "internal.heartbeat_jobs(text,uuid[],integer[])",
+    "internal.job_connection(uuid,integer,boolean)",
     "internal.queue_status()",
     "internal.release_jobs(text,uuid[],integer[])",
+    "internal.store_connection_tokens(uuid,integer,jsonb,timestamp with time zone,timestamp with time zone)",
 ];
 
 /// Bodies name what they touch: every PL/pgSQL and SQL function of ours
