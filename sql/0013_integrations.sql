@@ -33,7 +33,7 @@ CREATE TABLE api.integrations (
                                     'productivity', 'developer', 'payments', 'ai')),
     auth_type   text NOT NULL CHECK (auth_type IN ('oauth2', 'api_key', 'bearer', 'basic', 'smtp', 'none')),
     oauth_token_url text CHECK (oauth_token_url ~ '^https?://'),
-    api_key_header  text CHECK (api_key_header ~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,256}$'),
+    api_key_header  text CHECK (api_key_header ~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,255}$'),
     api_key_prefix  text NOT NULL DEFAULT '' CHECK (length(api_key_prefix) <= 50),
     icon_url    text CHECK (icon_url ~ '^https://'),
     docs_url    text CHECK (docs_url ~ '^https://'),
@@ -240,6 +240,22 @@ INSERT INTO api.integration_actions (id, integration_id, name, description, inpu
                      "body":{},"timeout_ms":{"type":"integer","minimum":100,"maximum":30000,"default":10000}}}',
      '{"type":"object","required":["status"],
        "properties":{"status":{"type":"integer"},"headers":{"type":"object"},"body":{}}}');
+
+-- The generic HTTP integrations do what http.request does, authenticated by
+-- their connection; smtp sends the email steps.
+INSERT INTO api.integration_actions (id, integration_id, name, description, input_schema, output_schema)
+SELECT i || '.request', i, a.name, a.description || ' Authenticated by the connection.', a.input_schema, a.output_schema
+  FROM api.integration_actions a, unnest(ARRAY['http_bearer', 'http_basic', 'http_api_key']) AS i
+ WHERE a.id = 'http.request';
+INSERT INTO api.integration_actions (id, integration_id, name, description, input_schema, output_schema) VALUES
+    ('smtp.send_email', 'smtp', 'Send email', 'Sends a message through the workspace''s mail server, from an address its connection lists.',
+     '{"type":"object","required":["to","subject"],"additionalProperties":false,
+       "properties":{"to":{"type":"string","description":"Comma-separated addresses; each counts one email send"},
+                     "subject":{"type":"string","minLength":1,"maxLength":998},
+                     "body":{"type":"string"},"html":{"type":"string"},
+                     "from":{"type":"string","description":"An address the connection lists (or one at a listed @domain)"},
+                     "reply_to":{"type":"string","format":"email"}}}',
+     '{"type":"object","properties":{"transport":{"type":"string"},"code":{"type":"string"},"recipients":{"type":"integer"}}}');
 
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
 -- Enabled after the seed rows: FORCE RLS with a read-only policy leaves even

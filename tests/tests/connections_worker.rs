@@ -555,6 +555,13 @@ async fn oauth_integration(db: &Client, token_url: &str) -> String {
     )
     .await
     .unwrap();
+    // The catalog's rule: every app does something.
+    db.execute(
+        "INSERT INTO api.integration_actions (id, integration_id, name) VALUES ($1 || '.call', $1, 'Call')",
+        &[&id],
+    )
+    .await
+    .unwrap();
     id
 }
 

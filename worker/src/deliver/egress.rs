@@ -83,8 +83,9 @@ impl Egress {
 }
 
 /// One request. `credentials` are headers sent to the first URL's origin
-/// only (a connection's Authorization or API-key header).
-#[derive(Debug, Clone)]
+/// only (a connection's Authorization or API-key header); `Debug` shows
+/// their names, never their values.
+#[derive(Clone)]
 pub struct HttpRequest {
     pub method: String,
     pub url: String,
@@ -95,6 +96,21 @@ pub struct HttpRequest {
     pub timeout: Duration,
     /// Sent as `Idempotency-Key` on every hop.
     pub idempotency_key: String,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.credentials.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("credentials", &names)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -557,6 +573,11 @@ mod tests {
         for r in bad {
             assert!(matches!(send(&r, &e), Err(SendError::Invalid(_))), "{r:?}");
         }
+        let with_secret = HttpRequest {
+            credentials: vec![("Authorization".into(), "Bearer s3cr3t".into())],
+            ..base.clone()
+        };
+        assert!(!format!("{with_secret:?}").contains("s3cr3t"));
         // Without the allowlist, loopback is refused before connecting.
         match send(&base, &e) {
             Err(SendError::Refused(m)) => assert!(m.contains("loopback"), "{m}"),
