@@ -18,10 +18,12 @@ mod interrupts;
 mod key_scope;
 mod quota;
 mod tenancy;
+mod wake;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    wake::init();
 }
 
 /// The graph import cap (`flowtrack.max_import_bytes`), read through the
@@ -71,6 +73,7 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // Wake-ups live in shared memory, which only a preloaded library gets.
+        vec!["shared_preload_libraries = 'flowtrack'"]
     }
 }
