@@ -559,7 +559,8 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
 ];
-/// The queue, the step reports, one connection's secret, the claim readers.
+/// The queue, the step reports, a leased job's connection (its credentials,
+/// refreshed tokens and failure), the claim readers.
 const WORKER_EXECUTES: [&str; 17] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
