@@ -19,8 +19,14 @@
 --   scan from a random starting workspace), at most its share of the batch
 --   from each, so one workspace's flood cannot stand in front of the others.
 -- * Enqueueing does not NOTIFY: NOTIFY serialises commits (4,899 -> 649
---   commits/s measured here).
+--   commits/s measured here). An enqueue sets the latch of a parked worker
+--   after it commits, through the extension's shared memory
+--   (extension/src/wake, ARCHITECTURE "Wake-ups").
 SELECT flowtrack.version();
+-- The queue's functions (owned by flowtrack_owner) park, wait and wake.
+GRANT EXECUTE ON FUNCTION flowtrack.worker_park(), flowtrack.worker_wait(integer), flowtrack.worker_unpark(),
+                          flowtrack.wake_on_commit(), flowtrack.wake_workers()
+    TO flowtrack_owner;
 SET LOCAL ROLE flowtrack_owner;
 
 CREATE TABLE internal.job_kinds (
@@ -100,6 +106,10 @@ COMMENT ON COLUMN internal.dead_jobs.reason IS
 COMMENT ON COLUMN internal.dead_jobs.claims IS 'The job''s claim count, carried back on requeue so old fencing tokens stay stale.';
 REVOKE ALL ON internal.jobs, internal.dead_jobs FROM PUBLIC;
 
+-- Wake parked workers once an enqueuing transaction commits.
+CREATE TRIGGER wake_workers AFTER INSERT ON internal.jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION flowtrack.wake_workers();
+
 CREATE FUNCTION internal.enqueue_job(kind text, payload jsonb, workspace_id uuid DEFAULT NULL,
                                      run_at timestamptz DEFAULT pg_catalog.now(), max_attempts integer DEFAULT NULL)
 RETURNS uuid
@@ -117,7 +127,7 @@ COMMENT ON FUNCTION internal.enqueue_job(text, jsonb, uuid, timestamptz, integer
 -- scan over jobs_due, from a random workspace, wrapping round), at most n of
 -- them, and take up to ceil(n / workspaces) of the oldest due jobs of each.
 -- Rows another worker is claiming are skipped, never waited for.
-CREATE FUNCTION internal.claim_due(worker text, n integer)
+CREATE FUNCTION internal.claim_due(worker text, n integer, at timestamptz)
 RETURNS TABLE (id uuid, workspace_id uuid, kind text, payload jsonb, attempt integer, fence integer,
                lease_until timestamptz, enqueued_at timestamptz)
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
@@ -127,25 +137,25 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
         -- The start as a scalar subquery: an index condition, not a filter.
         (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
            FROM internal.jobs j
-          WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
+          WHERE j.status = 'queued' AND j.run_at <= at
             AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) >= (SELECT start.k FROM start)
           ORDER BY 1 LIMIT 1)
         UNION ALL
         SELECT (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
                   FROM internal.jobs j
-                 WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
+                 WHERE j.status = 'queued' AND j.run_at <= at
                    AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) > fwd.k
                  ORDER BY 1 LIMIT 1)
           FROM fwd WHERE fwd.k IS NOT NULL),
     wrap (k) AS (
         (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
            FROM internal.jobs j
-          WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
+          WHERE j.status = 'queued' AND j.run_at <= at
           ORDER BY 1 LIMIT 1)
         UNION ALL
         SELECT (SELECT coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid)
                   FROM internal.jobs j
-                 WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
+                 WHERE j.status = 'queued' AND j.run_at <= at
                    AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) > wrap.k
                  ORDER BY 1 LIMIT 1)
           FROM wrap, start WHERE wrap.k < start.k),
@@ -158,7 +168,7 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     picked AS (
         SELECT x.id FROM keys, share,
                LATERAL (SELECT j.id FROM internal.jobs j
-                         WHERE j.status = 'queued' AND j.run_at <= pg_catalog.now()
+                         WHERE j.status = 'queued' AND j.run_at <= at
                            AND coalesce(j.workspace_id, '00000000-0000-0000-0000-000000000000'::uuid) = keys.k
                          ORDER BY j.run_at
                          LIMIT share.per
@@ -166,18 +176,18 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
          LIMIT n)
     UPDATE internal.jobs j
        SET status = 'running', attempts = j.attempts + 1, claims = j.claims + 1, locked_by = worker,
-           locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => k.lease_seconds)
+           locked_until = at + pg_catalog.make_interval(secs => k.lease_seconds)
       FROM picked, internal.job_kinds k
      WHERE j.id = picked.id AND k.kind = j.kind
     RETURNING j.id, j.workspace_id, j.kind, j.payload, j.attempts, j.claims, j.locked_until, j.run_at
 $$;
-COMMENT ON FUNCTION internal.claim_due(text, integer) IS
-  'Leases up to n due jobs to worker, fairly across workspaces (each gets at most its share of the batch; the walk starts at a random workspace), skipping rows other workers are claiming. Called by claim_jobs.';
+COMMENT ON FUNCTION internal.claim_due(text, integer, timestamptz) IS
+  'Leases up to n jobs due at the time at (the caller''s clock: a claim that waited must not judge by its transaction''s start) to worker, fairly across workspaces (each gets at most its share of the batch; the walk starts at a random workspace), skipping rows other workers are claiming. Called by claim_jobs.';
 
 -- Jobs whose worker vanished: back to the queue for the next claim, or dead
 -- when that was their last attempt. Run by every claim: with no expired
 -- lease it is one probe of jobs_lease.
-CREATE FUNCTION internal.expire_leases() RETURNS integer
+CREATE FUNCTION internal.expire_leases(at timestamptz) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     requeued integer;
@@ -185,25 +195,25 @@ DECLARE
 BEGIN
     WITH expired AS (
         SELECT j.id FROM internal.jobs j JOIN internal.job_kinds k ON k.kind = j.kind
-         WHERE j.status = 'running' AND j.locked_until < pg_catalog.now()
+         WHERE j.status = 'running' AND j.locked_until < at
            AND j.attempts < coalesce(j.max_attempts, k.max_attempts)
            FOR UPDATE OF j SKIP LOCKED)
     UPDATE internal.jobs j
-       SET status = 'queued', run_at = pg_catalog.now(), locked_by = NULL, locked_until = NULL,
+       SET status = 'queued', run_at = at, locked_by = NULL, locked_until = NULL,
            last_error = 'lease expired: the worker stopped or hung (attempt ' || j.attempts || ')'
       FROM expired WHERE j.id = expired.id;
     GET DIAGNOSTICS requeued = ROW_COUNT;
     buried := internal.bury_jobs(ARRAY(
         SELECT j.id FROM internal.jobs j JOIN internal.job_kinds k ON k.kind = j.kind
-         WHERE j.status = 'running' AND j.locked_until < pg_catalog.now()
+         WHERE j.status = 'running' AND j.locked_until < at
            AND j.attempts >= coalesce(j.max_attempts, k.max_attempts)
            FOR UPDATE OF j SKIP LOCKED),
         'lease_expired', 'lease expired on the last attempt: the worker stopped or hung');
     RETURN requeued + buried;
 END
 $$;
-COMMENT ON FUNCTION internal.expire_leases() IS
-  'Requeues running jobs whose lease expired (at once: their worker is gone), or buries them when that was the last attempt. Returns how many. Called by each claim.';
+COMMENT ON FUNCTION internal.expire_leases(timestamptz) IS
+  'Requeues running jobs whose lease expired by the time at (at once: their worker is gone), or buries them when that was the last attempt. Returns how many. Called by each claim.';
 
 CREATE FUNCTION internal.claim_jobs(worker text, n integer, wait_ms integer DEFAULT 0)
 RETURNS TABLE (id uuid, workspace_id uuid, kind text, payload jsonb, attempt integer, fence integer,
@@ -220,25 +230,36 @@ BEGIN
         RAISE EXCEPTION 'wait_ms: wait between 0 and 60000 ms, not %', wait_ms
             USING ERRCODE = '22023', HINT = 'A parked worker is woken by enqueues; wait_ms is only the polling fallback.';
     END IF;
-    PERFORM internal.expire_leases();
-    RETURN QUERY SELECT * FROM internal.claim_due(worker, n);
+    PERFORM internal.expire_leases(pg_catalog.clock_timestamp());
+    -- Park before looking, so an enqueue that commits after this look finds
+    -- the worker parked and wakes it (ARCHITECTURE "Wake-ups" has the
+    -- proof). Park, look and wait are one statement: between statements the
+    -- idle session's read loop would consume the latch.
+    IF wait_ms > 0 THEN
+        PERFORM flowtrack.worker_park();
+    END IF;
+    RETURN QUERY SELECT * FROM internal.claim_due(worker, n, pg_catalog.clock_timestamp());
     IF FOUND OR wait_ms = 0 THEN
+        IF wait_ms > 0 THEN
+            PERFORM flowtrack.worker_unpark();
+        END IF;
         RETURN;
     END IF;
-    -- Nothing due: sleep until the polling fallback or the next job's
-    -- run_at (a retry's backoff), whichever comes first.
+    -- Nothing due: sleep until an enqueue's commit wakes us, the polling
+    -- fallback, or the next job's run_at (a retry's backoff), whichever
+    -- comes first.
     SELECT pg_catalog.min(j.run_at) INTO next_due FROM internal.jobs j WHERE j.status = 'queued';
     IF next_due IS NOT NULL THEN
         wait_ms := least(wait_ms, greatest(1,
             pg_catalog.ceil(extract(epoch FROM next_due - pg_catalog.clock_timestamp()) * 1000)));
     END IF;
-    PERFORM pg_catalog.pg_sleep(wait_ms / 1000.0);
-    PERFORM internal.expire_leases();
-    RETURN QUERY SELECT * FROM internal.claim_due(worker, n);
+    PERFORM flowtrack.worker_wait(wait_ms);
+    PERFORM internal.expire_leases(pg_catalog.clock_timestamp());
+    RETURN QUERY SELECT * FROM internal.claim_due(worker, n, pg_catalog.clock_timestamp());
 END
 $$;
 COMMENT ON FUNCTION internal.claim_jobs(text, integer, integer) IS
-  'The worker''s claim: reclaims expired leases, then leases up to n due jobs fairly across workspaces; each row carries its fencing token (fence) and lease end. With wait_ms > 0 and nothing due, waits wait_ms (or until the next retry''s run_at), then claims again.';
+  'The worker''s claim: reclaims expired leases, then leases up to n due jobs fairly across workspaces; each row carries its fencing token (fence) and lease end. With wait_ms > 0 and nothing due, parks and waits (woken by the next enqueue''s commit through shared memory, or after wait_ms, or at the next retry''s run_at), then claims again.';
 
 -- ----------------------------------------------------------- reporting ----
 
@@ -403,6 +424,9 @@ BEGIN
          WHERE j.id = x.id AND j.claims = x.fence AND j.status = 'running'
         RETURNING j.id)
     SELECT pg_catalog.array_agg(r.id) INTO released FROM r;
+    IF released IS NOT NULL THEN
+        PERFORM flowtrack.wake_on_commit();
+    END IF;
     RETURN QUERY SELECT x.id, CASE WHEN x.id = ANY (released) THEN 'released' ELSE 'stale' END
                    FROM unnest(ids) AS x (id);
 END
@@ -523,7 +547,7 @@ $$;
 COMMENT ON FUNCTION api.requeue_job(uuid) IS
   'Owners and admins: puts a dead job of the workspace back in the queue, due now, with its attempts reset. Jobs of workflow steps are refused (55000): re-run the execution.';
 
-REVOKE ALL ON FUNCTION internal.claim_due(text, integer), internal.expire_leases(),
+REVOKE ALL ON FUNCTION internal.claim_due(text, integer, timestamptz), internal.expire_leases(timestamptz),
                        internal.bury_jobs(uuid[], text, text, uuid[], jsonb[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION internal.claim_jobs(text, integer, integer),
                           internal.complete_jobs(text, uuid[], integer[], jsonb[]),

@@ -29,7 +29,7 @@ INSERT INTO auth.api_key_scopes (resource, tables, rpc_read, rpc_write) VALUES
     ('leads',      '{leads,lead_events}', '{}', '{}'),
     ('executions', '{workflow_executions,execution_steps,execution_logs}', '{}', '{start_execution}'),
     ('forms',      '{forms,form_fields}', '{}', '{}'),
-    ('webhooks',   '{webhook_endpoints,webhook_deliveries,inbound_webhooks}', '{}', '{}'),
+    ('webhooks',   '{webhook_endpoints,webhook_deliveries,webhook_endpoint_events,inbound_webhooks}', '{}', '{}'),
     ('analytics',  '{workspace_daily_stats,usage_quotas,usage_events}', '{check_quota}', '{}'),
     ('templates',  '{workflow_templates}', '{search_templates}', '{}');
 GRANT SELECT ON auth.api_key_scopes TO anon, authenticated;

@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod graphs;
+pub mod http_sink;
 pub mod jwt;
 
 use serde_json::Value;

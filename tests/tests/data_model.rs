@@ -432,7 +432,7 @@ async fn lead_events_fan_out_to_webhook_deliveries_tracked_through_the_worker() 
     let t = fixtures::tenant(&db, "pro").await;
     let member = Request::with_claims(t.claims("member")).method("POST");
     let admin = Request::with_claims(t.claims("admin")).method("POST");
-    pgrst(&mut api, &admin, "INSERT INTO api.webhook_endpoints (url, events) VALUES ('http://127.0.0.1:9/hook', '{lead.created,lead.status_changed}') RETURNING id", &[])
+    pgrst(&mut api, &admin, "SELECT id FROM api.create_webhook_endpoint('http://127.0.0.1:9/hook', '{lead.created,lead.status_changed}')", &[])
         .await
         .unwrap();
     let lead = pgrst(

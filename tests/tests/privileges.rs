@@ -560,8 +560,9 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.version()",
 ];
 /// The queue, the step reports, a leased job's connection (its credentials,
-/// refreshed tokens and failure), the claim readers.
-const WORKER_EXECUTES: [&str; 17] = [
+/// refreshed tokens and failure), the signing secrets of a leased webhook
+/// delivery, the claim readers.
+const WORKER_EXECUTES: [&str; 18] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
@@ -579,6 +580,7 @@ const WORKER_EXECUTES: [&str; 17] = [
     "internal.queue_status()",
     "internal.release_jobs(text,uuid[],integer[])",
     "internal.store_connection_tokens(uuid,integer,jsonb,timestamp with time zone,timestamp with time zone)",
+    "internal.webhook_signing_secrets(uuid,integer)",
 ];
 
 /// Bodies name what they touch: every PL/pgSQL and SQL function of ours

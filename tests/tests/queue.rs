@@ -493,3 +493,47 @@ async fn bad_claims_and_reports_are_refused_by_field() {
         assert!(e.hint().is_some());
     }
 }
+
+#[tokio::test]
+async fn a_parked_claim_wakes_at_the_enqueues_commit_not_at_its_rollback() {
+    let _turn = TURN.lock().await;
+    let (db, worker) = connections().await;
+    let t = fixtures::tenant(&db, "pro").await;
+    let kind = test_kind(&db, 5).await;
+    quiet_others(&db, &[t.workspace_id]).await;
+    let parked = async {
+        let started = std::time::Instant::now();
+        let rows = worker
+            .query(
+                "SELECT id FROM internal.claim_jobs('queue-test', 10, 30000)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (rows.len(), started.elapsed())
+    };
+    let enqueue_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // A rolled-back enqueue wakes nobody ...
+        let mut other = connect().await;
+        let tx = other.transaction().await.unwrap();
+        tx.execute(
+            "SELECT internal.enqueue_job($1, '{}', $2)",
+            &[&kind, &t.workspace_id],
+        )
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // ... a committed one does, long before the 30 s fallback.
+        enqueue(&db, t.workspace_id, &kind, 1).await
+    };
+    let ((claimed, waited), job) = tokio::join!(parked, enqueue_later);
+    assert_eq!(claimed, 1, "the parked claim returns the new job");
+    assert!(
+        waited >= std::time::Duration::from_millis(550)
+            && waited < std::time::Duration::from_secs(10),
+        "woken by the commit (after the rollback), not by the fallback: {waited:?}"
+    );
+    assert_eq!(complete(&worker, job[0], 1).await, "completed");
+}

@@ -94,7 +94,7 @@ pub struct HttpRequest {
     pub body: Option<Vec<u8>>,
     /// The whole exchange, redirects and body included.
     pub timeout: Duration,
-    /// Sent as `Idempotency-Key` on every hop.
+    /// Sent as `Idempotency-Key` on every hop (none when empty).
     pub idempotency_key: String,
 }
 
@@ -396,7 +396,9 @@ pub fn send(req: &HttpRequest, egress: &Egress) -> Result<HttpResponse, SendErro
                 call = call.set(name, value);
             }
         }
-        call = call.set("Idempotency-Key", &req.idempotency_key);
+        if !req.idempotency_key.is_empty() {
+            call = call.set("Idempotency-Key", &req.idempotency_key);
+        }
         let result = match &body {
             Some(b) => call.send_bytes(b),
             None => call.call(),

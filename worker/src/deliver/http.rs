@@ -139,8 +139,33 @@ pub fn outcome(result: Result<HttpResponse, SendError>) -> Outcome {
     }
 }
 
+/// Send a request described like a payload, without a connection (the
+/// webhook module's signed deliveries and `ACTION_WEBHOOK` steps), through
+/// the same guard. Its `Idempotency-Key` header, when it has one, is the key.
+/// Blocking: call it on the blocking pool.
+pub fn perform(request: &Value) -> Outcome {
+    let key = request
+        .get("headers")
+        .and_then(Value::as_object)
+        .and_then(|h| {
+            h.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("idempotency-key"))
+                .and_then(|(_, v)| v.as_str())
+        })
+        .unwrap_or_default()
+        .to_string();
+    let req = match self::request(request, key) {
+        Ok(r) => r,
+        Err(e) => return failed(e, false, Value::Null),
+    };
+    match Egress::global() {
+        Ok(egress) => outcome(send(&req, egress)),
+        Err(e) => failed(e, false, Value::Null),
+    }
+}
+
 /// Perform an `http_request` job.
-pub async fn perform(pool: &Pool, job: &Job) -> Outcome {
+pub async fn perform_job(pool: &Pool, job: &Job) -> Outcome {
     let mut req = match request(&job.payload, job.idempotency_key()) {
         Ok(r) => r,
         Err(e) => return failed(e, false, Value::Null),

@@ -10,8 +10,10 @@ pub mod egress;
 pub mod email;
 pub mod http;
 pub mod oauth;
+pub mod signature;
 pub mod smtp;
 pub mod ssrf;
+pub mod webhook;
 
 use serde_json::json;
 
@@ -24,7 +26,8 @@ pub async fn perform(pool: &Pool, job: &Job) -> Outcome {
     match job.kind.as_str() {
         // Does nothing: the benchmarks' and tests' job.
         "noop" => Outcome::Done(json!({})),
-        "http_request" | "webhook" => http::perform(pool, job).await,
+        "http_request" => http::perform_job(pool, job).await,
+        "webhook" => webhook::perform(pool, job).await,
         "email" => email::perform(pool, job).await,
         other => Outcome::failed(
             format!("kind: this worker has no handler for job kind \"{other}\""),
