@@ -679,15 +679,14 @@ async fn every_function_body_is_schema_qualified() {
 #[tokio::test]
 async fn callers_cannot_raise_the_import_cap() {
     let db = flowtrack_tests::connect_authenticator().await;
-    // A fresh session: flowtrack.so is not loaded yet (it is not preloaded),
-    // so the name is only a placeholder and the SET itself goes through.
-    db.batch_execute("SET flowtrack.max_import_bytes = '999999999'")
+    // A fresh session: the library is preloaded (the wake-ups' shared
+    // memory), so the setting is the real SUSET one from the first statement.
+    let err = db
+        .batch_execute("SET flowtrack.max_import_bytes = '999999999'")
         .await
-        .unwrap();
+        .expect_err("the login role raised the import cap");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
     db.batch_execute("SET ROLE authenticated").await.unwrap();
-    // Any call into the extension loads it; then the setting is the real one.
-    let loaded: Vec<String> = column(&db, "SELECT flowtrack.version()", &[]).await;
-    assert_eq!(loaded.len(), 1);
     let setting: Vec<String> = column(
         &db,
         "SELECT current_setting('flowtrack.max_import_bytes')",

@@ -125,9 +125,7 @@ async fn work(db: &Client, pool: &Pool, ws: Uuid) -> Vec<Done> {
             fence: r.get(5),
         };
         let outcome = deliver::perform(pool, &job).await;
-        let verdict = claim::report(&reporter, "test-worker", &job, &outcome)
-            .await
-            .unwrap();
+        let verdict = report(&reporter, &job, &outcome).await;
         done.push(Done {
             job,
             outcome,
@@ -135,6 +133,43 @@ async fn work(db: &Client, pool: &Pool, ws: Uuid) -> Vec<Done> {
         });
     }
     done
+}
+
+/// Report one outcome through the worker's own batched calls.
+async fn report(client: &flowtrack_worker::db::Client, job: &Job, outcome: &Outcome) -> String {
+    let verdicts = match outcome {
+        Outcome::Done(result) => {
+            claim::complete(
+                client,
+                "test-worker",
+                &[claim::Completion {
+                    id: job.id,
+                    fence: job.fence,
+                    result: result.clone(),
+                }],
+            )
+            .await
+        }
+        Outcome::Failed {
+            error,
+            retry,
+            result,
+        } => {
+            claim::fail(
+                client,
+                "test-worker",
+                &[claim::Failure {
+                    id: job.id,
+                    fence: job.fence,
+                    error: error.clone(),
+                    retry: *retry,
+                    result: result.clone(),
+                }],
+            )
+            .await
+        }
+    };
+    verdicts.expect("report").remove(0).1
 }
 
 /// Make the workspace's queued jobs due now: the wait was checked already.

@@ -1,7 +1,7 @@
 //! The worker's connection pool. Every database call goes through it, so a
 //! restarted Postgres costs the calls in flight, not the process.
 
-pub use deadpool_postgres::Pool;
+pub use deadpool_postgres::{Client, Pool};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
 
