@@ -122,8 +122,16 @@ pub fn summary(resp: &HttpResponse) -> Value {
     })
 }
 
+/// Send through the guard and judge the answer, timing the attempt.
+pub fn send_and_judge(req: &HttpRequest, egress: &Egress) -> Outcome {
+    let started = std::time::Instant::now();
+    let result = send(req, egress);
+    outcome(result, started.elapsed())
+}
+
 /// The outcome of an exchange: what to record and whether to try again.
-pub fn outcome(result: Result<HttpResponse, SendError>) -> Outcome {
+/// `elapsed` is recorded when no answer came (a timeout's duration).
+pub fn outcome(result: Result<HttpResponse, SendError>, elapsed: Duration) -> Outcome {
     match result {
         Ok(resp) if (200..300).contains(&resp.status) => Outcome::Done(summary(&resp)),
         Ok(resp) => {
@@ -135,7 +143,11 @@ pub fn outcome(result: Result<HttpResponse, SendError>) -> Outcome {
                 summary(&resp),
             )
         }
-        Err(e) => failed(e.message().to_string(), e.retryable(), Value::Null),
+        Err(e) => failed(
+            e.message().to_string(),
+            e.retryable(),
+            json!({"duration_ms": elapsed.as_millis() as u64}),
+        ),
     }
 }
 
@@ -159,7 +171,7 @@ pub fn perform(request: &Value) -> Outcome {
         Err(e) => return failed(e, false, Value::Null),
     };
     match Egress::global() {
-        Ok(egress) => outcome(send(&req, egress)),
+        Ok(egress) => send_and_judge(&req, egress),
         Err(e) => failed(e, false, Value::Null),
     }
 }
@@ -199,7 +211,7 @@ pub async fn perform_job(pool: &Pool, job: &Job) -> Outcome {
         Ok(e) => e,
         Err(e) => return failed(e, false, Value::Null),
     };
-    tokio::task::spawn_blocking(move || outcome(send(&req, egress)))
+    tokio::task::spawn_blocking(move || send_and_judge(&req, egress))
         .await
         .unwrap_or_else(|e| Outcome::failed(format!("handler crashed: {e}"), true))
 }
@@ -279,7 +291,7 @@ mod tests {
             json!({"url": format!("{base}/hook"), "body": {"lead": 1}, "headers": {"X-Sig": "abc"}}),
         );
         r.credentials = vec![("Authorization".into(), "Bearer t".into())];
-        let out = outcome(send(&r, &loopback()));
+        let out = send_and_judge(&r, &loopback());
         let got = seen.recv().unwrap().to_ascii_lowercase();
         assert!(got.starts_with("post /hook"), "{got}");
         assert!(got.contains("idempotency-key: job-key-1"), "{got}");
@@ -302,11 +314,11 @@ mod tests {
         let (base, _seen) = sink(vec![answer("503 X", "", ""), answer("404 X", "", "")]);
         let r = req(json!({"url": base}));
         assert!(matches!(
-            outcome(send(&r, &loopback())),
+            send_and_judge(&r, &loopback()),
             Outcome::Failed { retry: true, .. }
         ));
         assert!(matches!(
-            outcome(send(&r, &loopback())),
+            send_and_judge(&r, &loopback()),
             Outcome::Failed { retry: false, .. }
         ));
     }
@@ -319,7 +331,7 @@ mod tests {
             max_response_bytes: 1000,
             ..loopback()
         };
-        match outcome(send(&req(json!({"url": base, "method": "GET"})), &egress)) {
+        match send_and_judge(&req(json!({"url": base, "method": "GET"})), &egress) {
             Outcome::Done(v) => {
                 assert_eq!(v["truncated"], true);
                 assert_eq!(v["body"].as_str().unwrap().len(), 1000);
@@ -337,7 +349,7 @@ mod tests {
         ]);
         let mut r = req(json!({"url": format!("{base}/start"), "body": "x"}));
         r.credentials = vec![("Authorization".into(), "Bearer t".into())];
-        let out = outcome(send(&r, &loopback()));
+        let out = send_and_judge(&r, &loopback());
         assert!(seen.recv().unwrap().starts_with("POST /start"));
         let second = seen.recv().unwrap().to_ascii_lowercase();
         assert!(second.starts_with("get /next"), "{second}");
@@ -354,7 +366,7 @@ mod tests {
             "location: http://127.0.0.2:9/internal\r\n",
             "",
         )]);
-        match outcome(send(&req(json!({"url": base})), &loopback())) {
+        match send_and_judge(&req(json!({"url": base})), &loopback()) {
             Outcome::Failed {
                 error,
                 retry: false,
@@ -380,7 +392,7 @@ mod tests {
         )]);
         let mut r = req(json!({"url": base, "headers": {"Cookie": "c=1", "X-Keep": "k"}}));
         r.credentials = vec![("X-Api-Key".into(), "secret".into())];
-        assert!(matches!(outcome(send(&r, &loopback())), Outcome::Done(_)));
+        assert!(matches!(send_and_judge(&r, &loopback()), Outcome::Done(_)));
         let got = seen_other.recv().unwrap().to_ascii_lowercase();
         assert!(got.starts_with("post /elsewhere"), "{got}");
         assert!(!got.contains("secret") && !got.contains("cookie"), "{got}");
@@ -396,10 +408,7 @@ mod tests {
             .map(|_| answer("302 Found", "location: /again\r\n", ""))
             .collect();
         let (base, _seen) = sink(answers);
-        match outcome(send(
-            &req(json!({"url": base, "method": "GET"})),
-            &loopback(),
-        )) {
+        match send_and_judge(&req(json!({"url": base, "method": "GET"})), &loopback()) {
             Outcome::Failed {
                 error,
                 retry: false,
@@ -428,7 +437,7 @@ mod tests {
         }
         let r = req(json!({"url": "ftp://x/"}));
         assert!(matches!(
-            outcome(send(&r, &loopback())),
+            send_and_judge(&r, &loopback()),
             Outcome::Failed { retry: false, .. }
         ));
     }
