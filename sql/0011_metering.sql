@@ -2,8 +2,24 @@
 SELECT flowtrack.version();
 SET LOCAL ROLE flowtrack_owner;
 
--- Each email send job takes one email_sends_per_month unit when it is
--- queued, in the same transaction: over the plan, the job is not created.
+-- Each email send job takes one email_sends_per_month unit per recipient
+-- when it is queued, in the same transaction: over the plan, the job is not
+-- created. Recipients are counted the way the worker reads them: payload.to
+-- as a comma-separated string (or an array), empty entries ignored.
+CREATE FUNCTION internal.email_recipients(payload jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE pg_catalog.jsonb_typeof(payload -> 'to')
+        WHEN 'string' THEN (SELECT count(*)::integer
+                              FROM pg_catalog.regexp_split_to_table(payload ->> 'to', ',') r
+                             WHERE pg_catalog.btrim(r) <> '')
+        WHEN 'array' THEN (SELECT count(*)::integer
+                             FROM pg_catalog.jsonb_array_elements_text(payload -> 'to') r
+                            WHERE pg_catalog.btrim(r) <> '')
+        ELSE 0 END
+$$;
+COMMENT ON FUNCTION internal.email_recipients(jsonb) IS
+  'How many recipients an email job''s payload.to names (comma-separated string or array; blanks ignored): what the worker sends to, and what metering counts.';
+
 CREATE FUNCTION internal.meter_email_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -11,12 +27,15 @@ BEGIN
         RAISE EXCEPTION 'workspace_id: an email job must name the workspace it is sent for'
             USING ERRCODE = '23502', HINT = 'Pass workspace_id to internal.enqueue_job.';
     END IF;
-    PERFORM internal.consume_quota(NEW.workspace_id, 'email_sends_per_month', 1, 'job:' || NEW.id);
+    -- At least one unit: a job whose recipients do not parse still costs a
+    -- send attempt, and the worker fails it.
+    PERFORM internal.consume_quota(NEW.workspace_id, 'email_sends_per_month',
+                                   greatest(internal.email_recipients(NEW.payload), 1), 'job:' || NEW.id);
     RETURN NEW;
 END
 $$;
 COMMENT ON FUNCTION internal.meter_email_job() IS
-  'BEFORE INSERT on internal.jobs for kind email: counts one email send (idempotent per job id); PT429 over the plan.';
+  'BEFORE INSERT on internal.jobs for kind email: counts one email send per recipient (internal.email_recipients, at least 1), idempotent per job id; PT429 over the plan.';
 CREATE TRIGGER meter_email BEFORE INSERT ON internal.jobs
     FOR EACH ROW WHEN (NEW.kind = 'email') EXECUTE FUNCTION internal.meter_email_job();
 

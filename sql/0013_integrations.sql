@@ -31,21 +31,32 @@ CREATE TABLE api.integrations (
     category    text NOT NULL
                 CHECK (category IN ('communication', 'email', 'calendar', 'scheduling', 'crm', 'storage',
                                     'productivity', 'developer', 'payments', 'ai')),
-    auth_type   text NOT NULL CHECK (auth_type IN ('oauth2', 'api_key', 'basic', 'none')),
+    auth_type   text NOT NULL CHECK (auth_type IN ('oauth2', 'api_key', 'bearer', 'basic', 'smtp', 'none')),
+    oauth_token_url text CHECK (oauth_token_url ~ '^https?://'),
+    api_key_header  text CHECK (api_key_header ~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,255}$'),
+    api_key_prefix  text NOT NULL DEFAULT '' CHECK (length(api_key_prefix) <= 50),
     icon_url    text CHECK (icon_url ~ '^https://'),
     docs_url    text CHECK (docs_url ~ '^https://'),
     website_url text CHECK (website_url ~ '^https://'),
     is_active   boolean NOT NULL DEFAULT true,
     is_popular  boolean NOT NULL DEFAULT false,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT integrations_oauth_token_url CHECK ((auth_type = 'oauth2') = (oauth_token_url IS NOT NULL)),
+    CONSTRAINT integrations_api_key_header CHECK (auth_type = 'api_key' OR api_key_header IS NULL)
 );
 CREATE INDEX integrations_category ON api.integrations (category) WHERE is_active;
 COMMENT ON TABLE api.integrations IS
   'Catalog of apps FlowTrack connects to (Gmail, Slack, ...). Global, read by everyone, written only by migrations.';
 COMMENT ON COLUMN api.integrations.id IS 'Stable slug, e.g. gmail; prefixes its triggers'' and actions'' ids.';
 COMMENT ON COLUMN api.integrations.auth_type IS
-  'How a connection authenticates: oauth2 (tokens from a consent flow), api_key, basic (username and password) or none.';
+  'How a connection authenticates, and so the shape of its credentials: oauth2 {access_token, refresh_token, client_id, client_secret}; api_key {api_key, header?}; bearer {token}; basic {username, password}; smtp {host, port, tls, username, password, from}; none.';
+COMMENT ON COLUMN api.integrations.oauth_token_url IS
+  'oauth2 only (and required there): the provider''s token endpoint, where the worker refreshes access tokens. From the catalog, never from a connection, so a tenant cannot point the refresh (and the client secret) elsewhere.';
+COMMENT ON COLUMN api.integrations.api_key_header IS
+  'api_key only: the header that carries the key (e.g. Authorization). NULL: the connection''s credentials name it ({"header": "X-Api-Key"}).';
+COMMENT ON COLUMN api.integrations.api_key_prefix IS
+  'Put before the key in its header, e.g. ''Bearer '' for APIs that take keys as bearer tokens.';
 COMMENT ON COLUMN api.integrations.category IS 'Grouping for the app picker (email, scheduling, communication, developer, ...).';
 COMMENT ON COLUMN api.integrations.icon_url IS 'HTTPS URL of the app''s icon; NULL lets the frontend use its bundled one.';
 COMMENT ON COLUMN api.integrations.is_popular IS 'Shown first in the app picker.';
@@ -99,21 +110,35 @@ COMMENT ON COLUMN api.integration_actions.output_schema IS 'JSON Schema of what 
 CREATE TRIGGER touch BEFORE UPDATE ON api.integration_actions FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
 -- icon_url stays NULL until the frontend's asset host serves the icons.
-INSERT INTO api.integrations (id, name, description, category, auth_type, docs_url, website_url, is_popular) VALUES
+INSERT INTO api.integrations (id, name, description, category, auth_type, oauth_token_url, api_key_header, api_key_prefix,
+                              docs_url, website_url, is_popular) VALUES
     ('gmail', 'Gmail', 'Send email from and watch the inbox of a Google account.', 'email', 'oauth2',
+     'https://oauth2.googleapis.com/token', NULL, '',
      'https://developers.google.com/gmail/api/reference/rest', 'https://mail.google.com', true),
     ('outlook', 'Outlook', 'Send email from and watch the inbox of a Microsoft 365 or Outlook.com account.', 'email', 'oauth2',
+     'https://login.microsoftonline.com/common/oauth2/v2.0/token', NULL, '',
      'https://learn.microsoft.com/en-us/graph/api/resources/mail-api-overview', 'https://outlook.live.com', true),
     ('calendly', 'Calendly', 'React to booked and canceled meetings.', 'scheduling', 'oauth2',
+     'https://auth.calendly.com/oauth/token', NULL, '',
      'https://developer.calendly.com/api-docs', 'https://calendly.com', true),
     ('slack', 'Slack', 'Post messages to channels and react to new ones.', 'communication', 'oauth2',
+     'https://slack.com/api/oauth.v2.access', NULL, '',
      'https://api.slack.com/methods', 'https://slack.com', true),
     ('resend', 'Resend', 'Transactional email through the Resend API.', 'email', 'api_key',
+     NULL, 'Authorization', 'Bearer ',
      'https://resend.com/docs/api-reference/emails/send-email', 'https://resend.com', false),
+    ('smtp', 'SMTP', 'Send workflow email through your own mail server, from addresses you list on the connection.', 'email', 'smtp',
+     NULL, NULL, '', NULL, NULL, true),
     ('webhook', 'Webhook', 'Start a workflow when any app POSTs JSON to a FlowTrack URL.', 'developer', 'none',
-     NULL, NULL, true),
+     NULL, NULL, '', NULL, NULL, true),
     ('http', 'HTTP request', 'Call any HTTP API from a workflow.', 'developer', 'none',
-     NULL, NULL, false);
+     NULL, NULL, '', NULL, NULL, false),
+    ('http_bearer', 'HTTP API (bearer token)', 'Call an API that takes Authorization: Bearer <token>.', 'developer', 'bearer',
+     NULL, NULL, '', NULL, NULL, false),
+    ('http_basic', 'HTTP API (basic auth)', 'Call an API that takes a username and password (HTTP basic).', 'developer', 'basic',
+     NULL, NULL, '', NULL, NULL, false),
+    ('http_api_key', 'HTTP API (API-key header)', 'Call an API that takes a key in a header you name ({"header": "X-Api-Key", "api_key": "..."}).',
+     'developer', 'api_key', NULL, NULL, '', NULL, NULL, false);
 
 INSERT INTO api.integration_triggers (id, integration_id, name, description, type, polling_interval, config_schema, output_schema) VALUES
     ('gmail.new_email', 'gmail', 'New email', 'A new message arrives in the inbox (optionally matching a Gmail search query).',
@@ -216,6 +241,22 @@ INSERT INTO api.integration_actions (id, integration_id, name, description, inpu
      '{"type":"object","required":["status"],
        "properties":{"status":{"type":"integer"},"headers":{"type":"object"},"body":{}}}');
 
+-- The generic HTTP integrations do what http.request does, authenticated by
+-- their connection; smtp sends the email steps.
+INSERT INTO api.integration_actions (id, integration_id, name, description, input_schema, output_schema)
+SELECT i || '.request', i, a.name, a.description || ' Authenticated by the connection.', a.input_schema, a.output_schema
+  FROM api.integration_actions a, unnest(ARRAY['http_bearer', 'http_basic', 'http_api_key']) AS i
+ WHERE a.id = 'http.request';
+INSERT INTO api.integration_actions (id, integration_id, name, description, input_schema, output_schema) VALUES
+    ('smtp.send_email', 'smtp', 'Send email', 'Sends a message through the workspace''s mail server, from an address its connection lists.',
+     '{"type":"object","required":["to","subject"],"additionalProperties":false,
+       "properties":{"to":{"type":"string","description":"Comma-separated addresses; each counts one email send"},
+                     "subject":{"type":"string","minLength":1,"maxLength":998},
+                     "body":{"type":"string"},"html":{"type":"string"},
+                     "from":{"type":"string","description":"An address the connection lists (or one at a listed @domain)"},
+                     "reply_to":{"type":"string","format":"email"}}}',
+     '{"type":"object","properties":{"transport":{"type":"string"},"code":{"type":"string"},"recipients":{"type":"integer"}}}');
+
 -- Catalogs are public reads; RLS is still on so every exposed table has it.
 -- Enabled after the seed rows: FORCE RLS with a read-only policy leaves even
 -- the owner unable to insert.
@@ -240,6 +281,7 @@ CREATE TABLE api.connections (
     created_by             uuid DEFAULT flowtrack.current_user_id() REFERENCES api.users (id) ON DELETE SET NULL,
     created_at             timestamptz NOT NULL DEFAULT now(),
     updated_at             timestamptz NOT NULL DEFAULT now(),
+    last_error             text CHECK (length(last_error) <= 2000),
     deleted_at             timestamptz
 );
 CREATE UNIQUE INDEX connections_workspace_name ON api.connections (workspace_id, name) WHERE deleted_at IS NULL;
@@ -257,6 +299,8 @@ COMMENT ON COLUMN api.connections.test_status IS 'Outcome of the last credential
 COMMENT ON COLUMN api.connections.expires_at IS 'When the current credentials (e.g. an OAuth access token) stop working, if known.';
 COMMENT ON COLUMN api.connections.scopes IS 'OAuth scopes granted to this connection.';
 COMMENT ON COLUMN api.connections.credentials_updated_at IS 'When credentials were last saved; NULL when none are stored. The credentials themselves never come back.';
+COMMENT ON COLUMN api.connections.last_error IS
+  'Why the worker last set status to error (e.g. the OAuth provider refused the refresh token); cleared when new credentials or tokens are stored. Never holds a secret.';
 COMMENT ON COLUMN api.connections.deleted_at IS 'Soft delete. Setting it destroys the stored credentials at once.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.connections FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
@@ -302,7 +346,7 @@ CREATE INDEX connection_secrets_workspace_id ON internal.connection_secrets (wor
 CREATE INDEX connection_secrets_key_id ON internal.connection_secrets (key_id);
 REVOKE ALL ON internal.connection_secrets FROM PUBLIC;
 COMMENT ON TABLE internal.connection_secrets IS
-  'Credentials of api.connections, AES-256-GCM encrypted by flowtrack.encrypt_secret with aad ''connection:'' || connection_id. No API role or the worker can read the table; the worker decrypts one connection at a time through internal.connection_secret.';
+  'Credentials of api.connections, AES-256-GCM encrypted by flowtrack.encrypt_secret with aad ''connection:'' || connection_id. No API role or the worker can read the table; the worker decrypts only the connection of a job it holds the lease of, through internal.job_connection.';
 COMMENT ON COLUMN internal.connection_secrets.key_id IS
   'Id of the key (a line of the flowtrack.key_file key file) that encrypted this row; internal.rotate_secrets moves rows to another key.';
 COMMENT ON COLUMN internal.connection_secrets.ciphertext IS
@@ -367,7 +411,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT connection_secrets_pkey
     DO UPDATE SET key_id = EXCLUDED.key_id, ciphertext = EXCLUDED.ciphertext, updated_at = now();
     UPDATE api.connections x
-       SET credentials_updated_at = now(), test_status = 'pending',
+       SET credentials_updated_at = now(), test_status = 'pending', last_error = NULL,
            status = CASE WHEN x.status = 'disabled' THEN 'disabled' ELSE 'active' END
      WHERE x.id = c.id
     RETURNING * INTO c;
@@ -378,35 +422,210 @@ COMMENT ON FUNCTION api.save_connection_secret(uuid, jsonb) IS
   'Stores (or replaces) a connection''s credentials, encrypted at rest. Owners and admins only (42501 otherwise); PT404 for a connection outside the caller''s workspace. Returns the connection, never the secret; status becomes active (unless disabled) and test_status pending.';
 GRANT EXECUTE ON FUNCTION api.save_connection_secret(uuid, jsonb) TO authenticated;
 
--- The worker's only way to a plaintext credential: one connection at a time.
-CREATE FUNCTION internal.connection_secret(connection_id uuid)
-RETURNS jsonb
+-- ---------------------------------------------- the worker's credentials ----
+-- The worker decrypts only under a live lease: each function takes the job
+-- and the lease's fence, and reaches only the connection that job names (or,
+-- for an email job naming none, its workspace's one SMTP connection). A
+-- connection of another workspace is "not found", exactly like a missing one.
+
+-- The job, if (job_id, fence) is its live lease. Owner-only helper of the
+-- definers below.
+CREATE FUNCTION internal.leased_job(job_id uuid, fence integer)
+RETURNS internal.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j internal.jobs;
+BEGIN
+    SELECT * INTO j FROM internal.jobs x
+     WHERE x.id = leased_job.job_id AND x.status = 'running' AND x.claims = leased_job.fence
+       AND x.locked_until > pg_catalog.now();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job: no live lease on job % under fence %', job_id, fence
+            USING ERRCODE = 'PT409', HINT = 'The lease expired or the job was claimed again: stop working on it.';
+    END IF;
+    IF j.workspace_id IS NULL THEN
+        RAISE EXCEPTION 'job: job % belongs to no workspace, so it has no connections', job_id
+            USING ERRCODE = 'PT404', HINT = 'Only workspace jobs use connections.';
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION internal.leased_job(uuid, integer) IS
+  'The running job whose lease (job_id, fence) is live; PT409 otherwise. Helper of the worker''s credential functions (granted to nobody).';
+REVOKE EXECUTE ON FUNCTION internal.leased_job(uuid, integer) FROM PUBLIC;
+
+-- The connection a leased job uses, locked when asked. The caller acts for
+-- the job's workspace (api.connections is under FORCE RLS).
+CREATE FUNCTION internal.job_connection_row(j internal.jobs, for_update boolean)
+RETURNS api.connections
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    named text := j.payload ->> 'connection_id';
+    c api.connections;
+    n bigint;
+BEGIN
+    IF named IS NOT NULL THEN
+        IF named !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+            RAISE EXCEPTION 'connection_id: "%" is not a connection id', left(named, 100)
+                USING ERRCODE = '22P02', HINT = 'Pick a connection of this workspace (GET /connections); ids are UUIDs.';
+        END IF;
+        SELECT * INTO c FROM api.connections x
+         WHERE x.id = named::uuid AND x.workspace_id = j.workspace_id AND x.deleted_at IS NULL;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'connection_id: no connection % in this workspace', named
+                USING ERRCODE = 'PT404', HINT = 'List the workspace''s connections with GET /connections.';
+        END IF;
+    ELSIF j.kind = 'email' THEN
+        -- The workspace's SMTP connection, when it has exactly one in use.
+        SELECT count(*) INTO n FROM api.connections x
+         WHERE x.workspace_id = j.workspace_id AND x.integration_id = 'smtp'
+           AND x.deleted_at IS NULL AND x.status <> 'disabled';
+        IF n = 0 THEN
+            RETURN NULL;
+        ELSIF n > 1 THEN
+            RAISE EXCEPTION 'connection_id: this workspace has % SMTP connections; the step must name one', n
+                USING ERRCODE = 'PT409', HINT = 'Set connection_id in the email step''s config.';
+        END IF;
+        SELECT * INTO c FROM api.connections x
+         WHERE x.workspace_id = j.workspace_id AND x.integration_id = 'smtp'
+           AND x.deleted_at IS NULL AND x.status <> 'disabled';
+    ELSE
+        RETURN NULL;
+    END IF;
+    IF for_update THEN
+        SELECT * INTO c FROM api.connections x WHERE x.id = c.id FOR UPDATE;
+    END IF;
+    RETURN c;
+END
+$$;
+COMMENT ON FUNCTION internal.job_connection_row(internal.jobs, boolean) IS
+  'The connection a job uses: payload.connection_id within the job''s workspace (PT404 otherwise, whether or not it exists elsewhere), or for an email job the workspace''s single SMTP connection in use (NULL without one, PT409 with several). for_update: lock it FOR UPDATE. Helper (granted to nobody).';
+REVOKE EXECUTE ON FUNCTION internal.job_connection_row(internal.jobs, boolean) FROM PUBLIC;
+
+-- The worker's only way to a plaintext credential.
+CREATE FUNCTION internal.job_connection(job_id uuid, fence integer, for_update boolean DEFAULT false)
+RETURNS TABLE (connection_id uuid, integration_id text, auth_type text, credentials jsonb, expires_at timestamptz,
+               oauth_token_url text, api_key_header text, api_key_prefix text, credentials_version timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET flowtrack.workspace_id = '' AS $$
 DECLARE
-    s internal.connection_secrets;
+    j internal.jobs := internal.leased_job(job_id, fence);
     c api.connections;
+    i api.integrations;
+    s internal.connection_secrets;
 BEGIN
-    SELECT * INTO s FROM internal.connection_secrets x WHERE x.connection_id = connection_secret.connection_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'connection_id: connection % has no stored credentials', connection_id
-            USING ERRCODE = 'PT404', HINT = 'An owner or admin saves them with save_connection_secret.';
+    -- A lock needs the writers' policy; reading needs any member's.
+    PERFORM flowtrack.act_for(j.workspace_id, CASE WHEN for_update THEN 'admin' ELSE 'viewer' END);
+    c := internal.job_connection_row(j, for_update);
+    IF c.id IS NULL THEN
+        RETURN;
     END IF;
-    -- api.connections is under FORCE RLS for the owner as well: act for the
-    -- secret's workspace, scoped to this call by the SET clauses above.
-    PERFORM flowtrack.act_for(s.workspace_id, 'viewer');
-    SELECT * INTO c FROM api.connections x WHERE x.id = s.connection_id;
-    IF c.status = 'disabled' THEN
-        RAISE EXCEPTION 'connection_id: connection % is disabled', connection_id
-            USING ERRCODE = 'PT409', HINT = 'An owner or admin re-enables it by setting status to active.';
+    IF c.status IN ('disabled', 'expired') THEN
+        RAISE EXCEPTION 'connection_id: connection % is %', c.id, c.status
+            USING ERRCODE = 'PT409',
+                  HINT = CASE c.status WHEN 'disabled' THEN 'An owner or admin re-enables it by setting status to active.'
+                                       ELSE 'An owner or admin reconnects the account (save_connection_secret).' END;
     END IF;
-    RETURN flowtrack.decrypt_secret(s.key_id, s.ciphertext, internal.connection_secret_aad(s.connection_id))::jsonb;
+    SELECT * INTO i FROM api.integrations x WHERE x.id = c.integration_id;
+    IF i.auth_type <> 'none' THEN
+        SELECT * INTO s FROM internal.connection_secrets x WHERE x.connection_id = c.id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'connection_id: connection % has no stored credentials', c.id
+                USING ERRCODE = 'PT404', HINT = 'An owner or admin saves them with save_connection_secret.';
+        END IF;
+    END IF;
+    connection_id := c.id;
+    integration_id := c.integration_id;
+    auth_type := i.auth_type;
+    credentials := CASE WHEN s.ciphertext IS NOT NULL THEN
+        flowtrack.decrypt_secret(s.key_id, s.ciphertext, internal.connection_secret_aad(c.id))::jsonb END;
+    expires_at := c.expires_at;
+    oauth_token_url := i.oauth_token_url;
+    api_key_header := i.api_key_header;
+    api_key_prefix := i.api_key_prefix;
+    credentials_version := s.updated_at;
+    RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION internal.connection_secret(uuid) IS
-  'Decrypted credentials of one connection, for the worker performing that connection''s side effect. Executable only by flowtrack_worker; PT404 without stored credentials, PT409 when the connection is disabled.';
-REVOKE EXECUTE ON FUNCTION internal.connection_secret(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION internal.connection_secret(uuid) TO flowtrack_worker;
+COMMENT ON FUNCTION internal.job_connection(uuid, integer, boolean) IS
+  'For the worker holding the live lease (job_id, fence): the decrypted credentials of the connection the job uses, with the catalog''s auth type, OAuth token URL and API-key header. No row when the job uses none. PT409 without the lease or for a disabled or expired connection; PT404 for a connection outside the job''s workspace (as for a missing one) or without credentials. for_update: locked FOR UPDATE until the caller''s transaction ends, so token refreshes of one connection take turns. credentials_version is the compare-and-set token of store_connection_tokens.';
+REVOKE EXECUTE ON FUNCTION internal.job_connection(uuid, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION internal.job_connection(uuid, integer, boolean) TO flowtrack_worker;
+
+-- Refreshed OAuth tokens, stored encrypted. Only token fields change: the
+-- worker cannot rewrite a connection's client secret or anything else.
+CREATE FUNCTION internal.store_connection_tokens(job_id uuid, fence integer, tokens jsonb,
+                                                 expires_at timestamptz, previous timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    j internal.jobs := internal.leased_job(job_id, fence);
+    c api.connections;
+    s internal.connection_secrets;
+    fresh jsonb;
+    sealed record;
+BEGIN
+    IF tokens IS NULL OR jsonb_typeof(tokens -> 'access_token') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'tokens: access_token must be a string'
+            USING ERRCODE = '22023', HINT = 'Pass the token endpoint''s answer: {"access_token": "...", "refresh_token": "..."}.';
+    END IF;
+    PERFORM flowtrack.act_for(j.workspace_id, 'admin');
+    c := internal.job_connection_row(j, true);
+    IF c.id IS NULL THEN
+        RAISE EXCEPTION 'connection_id: job % uses no connection', job_id
+            USING ERRCODE = 'PT404', HINT = 'Only jobs naming an OAuth connection store tokens.';
+    END IF;
+    SELECT * INTO s FROM internal.connection_secrets x WHERE x.connection_id = c.id FOR UPDATE;
+    -- Compare and set: another refresh stored first, keep its tokens.
+    IF NOT FOUND OR s.updated_at IS DISTINCT FROM previous THEN
+        RETURN false;
+    END IF;
+    SELECT coalesce(pg_catalog.jsonb_object_agg(t.key, t.value), '{}'::jsonb) INTO fresh
+      FROM pg_catalog.jsonb_each(tokens) t
+     WHERE t.key IN ('access_token', 'refresh_token', 'token_type', 'scope')
+       AND pg_catalog.jsonb_typeof(t.value) = 'string';
+    fresh := flowtrack.decrypt_secret(s.key_id, s.ciphertext, internal.connection_secret_aad(c.id))::jsonb || fresh;
+    SELECT * INTO sealed FROM flowtrack.encrypt_secret(fresh::text, internal.connection_secret_aad(c.id));
+    UPDATE internal.connection_secrets x
+       SET key_id = sealed.key_id, ciphertext = sealed.ciphertext, updated_at = pg_catalog.clock_timestamp()
+     WHERE x.connection_id = c.id;
+    UPDATE api.connections x
+       SET expires_at = store_connection_tokens.expires_at, last_error = NULL,
+           status = CASE WHEN x.status = 'error' THEN 'active' ELSE x.status END
+     WHERE x.id = c.id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION internal.store_connection_tokens(uuid, integer, jsonb, timestamptz, timestamptz) IS
+  'For the worker holding the live lease: merges refreshed OAuth tokens (access_token, refresh_token, token_type, scope; nothing else) into the job''s connection''s encrypted credentials and sets its expires_at, clearing an error status. previous is the credentials_version the refresh started from: when another refresh stored since, nothing changes and it returns false.';
+REVOKE EXECUTE ON FUNCTION internal.store_connection_tokens(uuid, integer, jsonb, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION internal.store_connection_tokens(uuid, integer, jsonb, timestamptz, timestamptz) TO flowtrack_worker;
+
+CREATE FUNCTION internal.fail_connection(job_id uuid, fence integer, reason text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    j internal.jobs := internal.leased_job(job_id, fence);
+    c api.connections;
+BEGIN
+    PERFORM flowtrack.act_for(j.workspace_id, 'admin');
+    c := internal.job_connection_row(j, true);
+    IF c.id IS NULL THEN
+        RAISE EXCEPTION 'connection_id: job % uses no connection', job_id
+            USING ERRCODE = 'PT404', HINT = 'Only jobs naming a connection can fail it.';
+    END IF;
+    UPDATE api.connections x
+       SET status = CASE WHEN x.status = 'disabled' THEN 'disabled' ELSE 'error' END,
+           last_error = left(coalesce(reason, 'unknown error'), 2000)
+     WHERE x.id = c.id;
+END
+$$;
+COMMENT ON FUNCTION internal.fail_connection(uuid, integer, text) IS
+  'For the worker holding the live lease: sets the job''s connection to status error with the reason (e.g. the OAuth provider refused the refresh token), so owners see it must be reconnected. A disabled connection stays disabled.';
+REVOKE EXECUTE ON FUNCTION internal.fail_connection(uuid, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION internal.fail_connection(uuid, integer, text) TO flowtrack_worker;
 
 -- Rotation: roll a new key in at the top of the key file (or name it in
 -- flowtrack.active_key_id), reload, run this, and once it returns 0 the old

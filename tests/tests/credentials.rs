@@ -59,17 +59,46 @@ fn fresh_secret() -> (String, Value) {
     (token.clone(), json!({"api_key": token}))
 }
 
-/// The credentials as the worker gets them.
+/// The credentials as the worker gets them: through a job of the
+/// connection's workspace naming it, under that job's live lease.
 async fn worker_reads(db: &mut Client, connection: Uuid) -> Result<Value, tokio_postgres::Error> {
+    let ws: Uuid = db
+        .query_one(
+            "SELECT workspace_id FROM api.connections WHERE id = $1",
+            &[&connection],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let job: Uuid = db
+        .query_one(
+            "INSERT INTO internal.jobs (workspace_id, kind, payload, status, attempts, claims, locked_by, locked_until)
+             VALUES ($1, 'http_request', jsonb_build_object('url', 'https://example.com/', 'connection_id', $2::uuid),
+                     'running', 1, 1, 'credentials-test', now() + interval '1 minute')
+             RETURNING id",
+            &[&ws, &connection],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("SET LOCAL ROLE flowtrack_worker")
         .await
         .unwrap();
     let row = tx
-        .query_one("SELECT internal.connection_secret($1)", &[&connection])
-        .await?;
-    tx.commit().await.unwrap();
-    Ok(row.get(0))
+        .query_one(
+            "SELECT credentials FROM internal.job_connection($1, 1)",
+            &[&job],
+        )
+        .await;
+    match row {
+        Ok(_) => tx.commit().await.unwrap(),
+        Err(_) => tx.rollback().await.unwrap(),
+    }
+    db.execute("DELETE FROM internal.jobs WHERE id = $1", &[&job])
+        .await
+        .unwrap();
+    Ok(row?.get(0))
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> &str {
@@ -262,7 +291,7 @@ async fn only_the_worker_can_decrypt() {
 
     let owner = Request::with_claims(t.claims("owner")).method("POST");
     let attempts: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 4] = [
-        ("SELECT internal.connection_secret($1)", &[&conn]),
+        ("SELECT * FROM internal.job_connection($1, 1)", &[&conn]),
         (
             "SELECT key_id, ciphertext FROM internal.connection_secrets",
             &[],
@@ -343,7 +372,7 @@ async fn bad_input_names_the_field_and_hints() {
     assert!(err.hint.is_some());
 
     // The worker is told precisely why it gets nothing.
-    let bare = create_connection(&mut db, &t, "http").await;
+    let bare = create_connection(&mut db, &t, "resend").await;
     let err = worker_reads(&mut db, bare).await.unwrap_err();
     assert_eq!(sqlstate(&err), "PT404", "{err:?}");
 }

@@ -559,9 +559,10 @@ const ANON_EXECUTES: [&str; 15] = [
     "flowtrack.key_scope_allows(text,text)",
     "flowtrack.version()",
 ];
-/// The queue, the step reports, one connection's secret, the signing secrets
-/// of a leased webhook delivery, the claim readers.
-const WORKER_EXECUTES: [&str; 16] = [
+/// The queue, the step reports, a leased job's connection (its credentials,
+/// refreshed tokens and failure), the signing secrets of a leased webhook
+/// delivery, the claim readers.
+const WORKER_EXECUTES: [&str; 18] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
@@ -571,12 +572,14 @@ const WORKER_EXECUTES: [&str; 16] = [
     "internal.claim_jobs(text,integer,integer)",
     "internal.complete_jobs(text,uuid[],integer[],jsonb[])",
     "internal.complete_step(uuid,jsonb)",
-    "internal.connection_secret(uuid)",
+    "internal.fail_connection(uuid,integer,text)",
     "internal.fail_jobs(text,uuid[],integer[],text[],boolean[],jsonb[])",
     "internal.fail_step(uuid,text)",
     "internal.heartbeat_jobs(text,uuid[],integer[])",
+    "internal.job_connection(uuid,integer,boolean)",
     "internal.queue_status()",
     "internal.release_jobs(text,uuid[],integer[])",
+    "internal.store_connection_tokens(uuid,integer,jsonb,timestamp with time zone,timestamp with time zone)",
     "internal.webhook_signing_secrets(uuid,integer)",
 ];
 

@@ -86,6 +86,11 @@ pub fn builtins() -> Vec<(
     let text = json!({"type": "string", "minLength": 1, "maxLength": 10000});
     let url = json!({"type": "string", "minLength": 8, "maxLength": 2000});
     let headers = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    // A method from the context ("{{trigger.method}}") is checked by the
+    // worker once rendered.
+    let method = json!({"anyOf": [{"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                                  {"type": "string", "minLength": 5, "maxLength": 200}]});
+    let connection = json!({"type": "string", "minLength": 32, "maxLength": 36});
     let amount = json!({"type": "number", "minimum": 0, "maximum": 3650});
     vec![
         ("TRIGGER_FORM", "trigger", "trigger", "A public form was submitted (config.form_id is the form slug).",
@@ -97,12 +102,15 @@ pub fn builtins() -> Vec<(
         ("TRIGGER_DEMO_BOOKED", "trigger", "trigger", "A demo was booked (Calendly, Cal.com).",
          object(&[], json!({"provider": {"enum": ["calendly", "cal_com", "any"]}, "event_type": {"type": "string"}}))),
         ("TRIGGER_MANUAL", "trigger", "trigger", "Started by hand or through the API.", object(&[], json!({}))),
-        ("ACTION_SEND_EMAIL", "action", "job:email", "Sends an email; {{path}} placeholders are filled from the execution context.",
+        ("ACTION_SEND_EMAIL", "action", "job:email", "Sends an email through the workspace's SMTP connection (config.connection_id, or its only one), else the operator's transport; {{path}} placeholders are filled from the execution context.",
          object(&["to", "subject"], json!({"to": text, "subject": text, "body": {"type": "string", "maxLength": 100000},
-                                           "from": {"type": "string"}, "reply_to": {"type": "string"}}))),
-        ("ACTION_HTTP_REQUEST", "action", "job:http_request", "Calls an HTTP endpoint.",
-         object(&["url"], json!({"url": url, "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
-                                  "headers": headers, "body": {}, "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 60000}}))),
+                                           "html": {"type": "string", "maxLength": 500000},
+                                           "from": {"type": "string"}, "reply_to": {"type": "string"},
+                                           "connection_id": connection}))),
+        ("ACTION_HTTP_REQUEST", "action", "job:http_request", "Calls an HTTP endpoint, optionally authenticated by a connection (config.connection_id); url, method, headers and body take {{path}} placeholders.",
+         object(&["url"], json!({"url": url, "method": method, "headers": headers, "body": {},
+                                  "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 60000},
+                                  "connection_id": connection}))),
         ("ACTION_WEBHOOK", "action", "job:webhook", "Posts the execution context to a webhook URL.",
          object(&["url"], json!({"url": url, "headers": headers, "body": {}}))),
         ("ACTION_UPDATE_LEAD", "action", "update_lead", "Sets the lead's pipeline status and/or merges custom fields (inside the database).",

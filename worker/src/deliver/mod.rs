@@ -4,9 +4,15 @@
 //! read or record under its lease (credentials, refreshed tokens), never for
 //! decisions.
 
+pub mod auth;
+pub mod connection;
+pub mod egress;
 pub mod email;
 pub mod http;
+pub mod oauth;
 pub mod signature;
+pub mod smtp;
+pub mod ssrf;
 pub mod webhook;
 
 use serde_json::json;
@@ -17,18 +23,12 @@ use crate::job::{Job, Outcome};
 /// Perform one job. Blocking I/O runs on the blocking pool, so many jobs can
 /// be in flight without holding up the caller's runtime.
 pub async fn perform(pool: &Pool, job: &Job) -> Outcome {
-    let payload = job.payload.clone();
-    let blocking = |f: fn(&serde_json::Value) -> Outcome| async move {
-        tokio::task::spawn_blocking(move || f(&payload))
-            .await
-            .unwrap_or_else(|e| Outcome::failed(format!("handler crashed: {e}"), true))
-    };
     match job.kind.as_str() {
         // Does nothing: the benchmarks' and tests' job.
         "noop" => Outcome::Done(json!({})),
-        "http_request" => blocking(http::perform).await,
+        "http_request" => http::perform_job(pool, job).await,
         "webhook" => webhook::perform(pool, job).await,
-        "email" => blocking(email::perform).await,
+        "email" => email::perform(pool, job).await,
         other => Outcome::failed(
             format!("kind: this worker has no handler for job kind \"{other}\""),
             false,
