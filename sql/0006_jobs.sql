@@ -240,8 +240,8 @@ BEGIN
     PERFORM internal.expire_leases(pg_catalog.clock_timestamp());
     -- Park before looking, so an enqueue that commits after this look finds
     -- the worker parked and wakes it (ARCHITECTURE "Wake-ups" has the
-    -- proof). Park, look and wait are one statement: between statements the
-    -- idle session's read loop would consume the latch.
+    -- proof). Park, look and wait are one statement: a park ends with its
+    -- transaction, and the look must come after it.
     IF wait_ms > 0 THEN
         PERFORM flowtrack.worker_park();
     END IF;
