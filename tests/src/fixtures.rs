@@ -266,3 +266,24 @@ pub async fn fail_jobs(
     .map(|r| r.get(0))
     .collect()
 }
+
+/// Tests that claim through `internal.claim_jobs` take every workspace's
+/// due jobs: push the queued jobs and running leases of every workspace not
+/// in `mine` an hour ahead, so a claim sees only the caller's jobs and no
+/// other lease expires under it.
+pub async fn quiet_others(db: &Client, mine: &[Uuid]) {
+    db.execute(
+        "UPDATE internal.jobs SET run_at = now() + interval '1 hour'
+          WHERE status = 'queued' AND (workspace_id IS NULL OR workspace_id <> ALL ($1))",
+        &[&mine],
+    )
+    .await
+    .expect("push other workspaces' queued jobs ahead");
+    db.execute(
+        "UPDATE internal.jobs SET locked_until = now() + interval '1 hour'
+          WHERE status = 'running' AND (workspace_id IS NULL OR workspace_id <> ALL ($1))",
+        &[&mine],
+    )
+    .await
+    .expect("push other workspaces' leases ahead");
+}

@@ -49,17 +49,6 @@ async fn enqueue(db: &Client, ws: Uuid, kind: &str, n: i64) -> Vec<Uuid> {
     .await
 }
 
-/// Push every due job not of `mine` an hour ahead, so claims see only ours.
-async fn quiet_others(db: &Client, mine: &[Uuid]) {
-    db.execute(
-        "UPDATE internal.jobs SET run_at = now() + interval '1 hour'
-          WHERE status = 'queued' AND (workspace_id IS NULL OR workspace_id <> ALL ($1))",
-        &[&mine],
-    )
-    .await
-    .unwrap();
-}
-
 #[derive(Debug, Clone)]
 struct Claimed {
     id: Uuid,
@@ -128,7 +117,7 @@ async fn a_stale_fence_changes_nothing() {
     let [job] = enqueue(&db, t.workspace_id, &kind, 1).await[..] else {
         panic!()
     };
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
 
     let first = claim(&worker, 10).await;
     assert_eq!(first.len(), 1, "{first:?}");
@@ -208,7 +197,7 @@ async fn failures_back_off_then_die_with_their_reason() {
     let kind = test_kind(&db, 3).await;
     let jobs = enqueue(&db, t.workspace_id, &kind, 2).await;
     let (retried, final_fail) = (jobs[0], jobs[1]);
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
 
     let claimed = claim(&worker, 10).await;
     assert_eq!(claimed.len(), 2);
@@ -288,7 +277,7 @@ async fn a_lease_lost_on_the_last_attempt_is_buried_and_its_step_fails() {
     let [job] = enqueue(&db, t.workspace_id, &kind, 1).await[..] else {
         panic!()
     };
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let c = claim(&worker, 10).await;
     assert_eq!(c.len(), 1);
     expire(&db, job).await;
@@ -314,7 +303,7 @@ async fn a_release_gives_the_attempt_back_but_not_the_fence() {
     let [job] = enqueue(&db, t.workspace_id, &kind, 1).await[..] else {
         panic!()
     };
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let c = claim(&worker, 10).await;
     let released: String = worker
         .query_one(
@@ -358,7 +347,7 @@ async fn a_flood_from_one_workspace_does_not_stand_in_front_of_the_others() {
     }
     let mut mine = vec![flood.workspace_id];
     mine.extend(others.iter().map(|o| o.workspace_id));
-    quiet_others(&db, &mine).await;
+    fixtures::quiet_others(&db, &mine).await;
 
     let c = claim(&worker, 50).await;
     assert_eq!(c.len(), 50);
@@ -417,7 +406,7 @@ async fn owners_cancel_and_requeue_their_jobs_only() {
 
     // Cancel a queued job and one running under a lease: the running
     // worker's report comes back stale.
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let running = claim(&worker, 1).await;
     assert_eq!(running.len(), 1);
     for id in &jobs {
@@ -500,7 +489,7 @@ async fn a_parked_claim_wakes_at_the_enqueues_commit_not_at_its_rollback() {
     let (db, worker) = connections().await;
     let t = fixtures::tenant(&db, "pro").await;
     let kind = test_kind(&db, 5).await;
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let parked = async {
         let started = std::time::Instant::now();
         let rows = worker

@@ -201,25 +201,6 @@ async fn connections() -> (Client, Client) {
     (db, worker)
 }
 
-/// Push other workspaces' jobs an hour ahead (queued ones and leftover
-/// leases), so the worker sees only this test's.
-async fn quiet_others(db: &Client, mine: &[Uuid]) {
-    db.execute(
-        "UPDATE internal.jobs SET run_at = now() + interval '1 hour'
-          WHERE status = 'queued' AND (workspace_id IS NULL OR workspace_id <> ALL ($1))",
-        &[&mine],
-    )
-    .await
-    .unwrap();
-    db.execute(
-        "UPDATE internal.jobs SET locked_until = now() + interval '1 hour'
-          WHERE status = 'running' AND (workspace_id IS NULL OR workspace_id <> ALL ($1))",
-        &[&mine],
-    )
-    .await
-    .unwrap();
-}
-
 async fn enqueue(db: &Client, ws: Uuid, kind: &str, payload: &Value, n: i64) -> Vec<Uuid> {
     column(
         db,
@@ -460,7 +441,7 @@ async fn a_killed_worker_s_job_is_reclaimed_and_completed_once() {
     });
     let payload = json!({"url": sink.url, "method": "POST", "body": {"hello": "once"}});
     let job = enqueue(&db, t.workspace_id, "http_request", &payload, 1).await[0];
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
 
     let poll_ms = 200;
     let settings = || vec![("FLOWTRACK_WAIT_MS", poll_ms.to_string())];
@@ -599,7 +580,7 @@ async fn a_job_longer_than_its_lease_keeps_it_by_heartbeat() {
     let sink = Sink::start(|_| Duration::from_secs(5));
     let payload = json!({"url": sink.url, "body": {"long": true}, "timeout_ms": 30000});
     let job = enqueue(&db, t.workspace_id, "http_request", &payload, 1).await[0];
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let worker = Worker::start(&[
         ("FLOWTRACK_METRICS_ADDR", free_addr()),
         ("FLOWTRACK_WAIT_MS", "200".into()),
@@ -654,7 +635,7 @@ async fn a_lost_lease_is_logged_and_its_report_is_stale() {
     let sink = Sink::start(|_| Duration::from_secs(3));
     let payload = json!({"url": sink.url, "body": {"taken": "over"}, "timeout_ms": 30000});
     let job = enqueue(&db, t.workspace_id, "http_request", &payload, 1).await[0];
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let worker = Worker::start(&[
         ("FLOWTRACK_METRICS_ADDR", free_addr()),
         ("FLOWTRACK_WAIT_MS", "200".into()),
@@ -842,7 +823,7 @@ async fn a_postgres_restart_costs_only_the_calls_in_flight() {
     let t = fixtures::tenant(&db, "pro").await;
     const JOBS: i64 = 10_000;
     enqueue(&db, t.workspace_id, "noop", &json!({"restart": true}), JOBS).await;
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let addr = free_addr();
     let started = Instant::now();
     let mut worker = Worker::start(&[
@@ -941,7 +922,7 @@ async fn sigterm_drains_within_the_grace_period() {
     let t = fixtures::tenant(&db, "pro").await;
     const JOBS: i64 = 20_000;
     enqueue(&db, t.workspace_id, "noop", &json!({}), JOBS).await;
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let mut worker = Worker::start(&[
         ("FLOWTRACK_GRACE_SECONDS", "10".into()),
         ("FLOWTRACK_LOG_FORMAT", "json".into()),
@@ -999,7 +980,7 @@ async fn sigterm_drains_within_the_grace_period() {
     let sink = Sink::start(|_| Duration::from_secs(120));
     let payload = json!({"url": sink.url, "body": {"slow": true}, "timeout_ms": 60000});
     enqueue(&db, t.workspace_id, "http_request", &payload, 6).await;
-    quiet_others(&db, &[t.workspace_id]).await;
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
     let mut worker = Worker::start(&[
         ("FLOWTRACK_GRACE_SECONDS", "2".into()),
         ("FLOWTRACK_CONCURRENCY", "4".into()),
@@ -1085,7 +1066,7 @@ async fn sigterm_drains_within_the_grace_period() {
 
     // An idle worker parked in claim_jobs stops at once: the parked claim is
     // cancelled, not waited out.
-    quiet_others(&db, &[]).await;
+    fixtures::quiet_others(&db, &[]).await;
     let mut worker = Worker::start(&[("FLOWTRACK_WAIT_MS", "30000".into())]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !worker.log().contains("worker starting") {
@@ -1125,7 +1106,7 @@ async fn status_and_metrics_match_the_database() {
     )
     .await
     .unwrap();
-    quiet_others(&db, &[ws]).await;
+    fixtures::quiet_others(&db, &[ws]).await;
     db.execute(
         "UPDATE internal.jobs SET run_at = now() - interval '3 seconds' WHERE workspace_id = $1 AND NOT id = ANY ($2)",
         &[&ws, &later],
