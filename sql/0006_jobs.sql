@@ -398,6 +398,11 @@ BEGIN
             PERFORM internal.record_delivery(r.id, r.workspace_id, 'retrying', r.attempts, r.result, r.last_error);
         END IF;
     END LOOP;
+    -- A parked claimer computed its sleep before these retries existed:
+    -- wake it, so it sleeps until the earliest retry instead of the fallback.
+    IF pg_catalog.cardinality(retried) > 0 THEN
+        PERFORM flowtrack.wake_on_commit();
+    END IF;
     -- The rest that are still leased: dead, with the worker's error.
     SELECT pg_catalog.array_agg(j.id) INTO dead
       FROM internal.jobs j JOIN unnest(ids, fences) AS x (id, fence) ON j.id = x.id AND j.claims = x.fence

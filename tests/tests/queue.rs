@@ -573,3 +573,60 @@ async fn reports_of_many_leases_do_not_go_quadratic() {
         .get(0);
     assert_eq!(done, 20_000);
 }
+
+/// A parked claimer computed its sleep before a retry existed; the retry's
+/// report wakes it, and it sleeps only until the retry is due, not until
+/// its 30 s fallback.
+#[tokio::test]
+async fn a_retry_wakes_a_parked_claim_for_its_run_at() {
+    let _turn = TURN.lock().await;
+    let (db, worker) = connections().await;
+    let reporter = connect().await;
+    reporter
+        .batch_execute("SET ROLE flowtrack_worker")
+        .await
+        .unwrap();
+    let t = fixtures::tenant(&db, "pro").await;
+    let kind = format!("q_{}", &Uuid::new_v4().simple().to_string()[..10]);
+    db.execute(
+        "INSERT INTO internal.job_kinds (kind, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds)
+         VALUES ($1, 30, 5, 0.5, 0.5)",
+        &[&kind],
+    )
+    .await
+    .unwrap();
+    let [job] = enqueue(&db, t.workspace_id, &kind, 1).await[..] else {
+        panic!()
+    };
+    fixtures::quiet_others(&db, &[t.workspace_id]).await;
+    let first = claim(&worker, 10).await;
+    assert_eq!(first.len(), 1);
+    // Claim as the worker does: again after an empty answer.
+    let parked = async {
+        let started = std::time::Instant::now();
+        loop {
+            let rows = worker
+                .query(
+                    "SELECT id FROM internal.claim_jobs('queue-test', 10, 30000)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if !rows.is_empty() || started.elapsed() > std::time::Duration::from_secs(40) {
+                return (rows.len(), started.elapsed());
+            }
+        }
+    };
+    let retry_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        fail(&reporter, job, first[0].fence, true).await
+    };
+    let ((claimed, waited), (outcome, _)) = tokio::join!(parked, retry_later);
+    assert_eq!(outcome, "retrying");
+    assert_eq!(claimed, 1, "the parked claim returns the retried job");
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "woken by the retry and asleep only until its run_at, not the 30 s fallback: {waited:?}"
+    );
+    assert_eq!(complete(&worker, job, 2).await, "completed");
+}
