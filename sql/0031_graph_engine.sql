@@ -444,6 +444,15 @@ BEGIN
          WHERE e.workflow_id = w.id AND e.idempotency_key = start_execution.idempotency_key;
         RETURN;
     END IF;
+    -- An unverified owner's workspace sends no email (sql/0011). Checked
+    -- here, before the engine, so the refusal keeps its SQLSTATE; the
+    -- owner lookup comes first, so a verified workspace reads no graph.
+    IF NOT coalesce(internal.owner_email_verified(ws), false)
+       AND EXISTS (SELECT 1 FROM api.workflow_versions v, jsonb_array_elements(v.graph -> 'nodes') n
+                    WHERE v.workflow_id = w.id AND v.version = w.published_version
+                      AND n ->> 'type' = 'ACTION_SEND_EMAIL') THEN
+        PERFORM internal.refuse_unverified_sender(ws);
+    END IF;
     -- Advance the graph now, in this transaction: logic and lead updates
     -- run here, delays are scheduled, outside actions become jobs.
     PERFORM flowtrack.run_execution(execution_id, ws, w.id, w.published_version, trigger_type, ctx::text,
