@@ -126,11 +126,21 @@ BEGIN
     FOR q IN SELECT u.*, k.kind FROM api.usage_quotas u JOIN api.quota_keys k ON k.key = u.quota_key
               WHERE ws IS NULL OR u.workspace_id = ws
               ORDER BY u.workspace_id, u.quota_key LOOP
-        SELECT coalesce(sum(e.amount), 0) INTO total
-          FROM api.usage_events e
-         WHERE e.workspace_id = q.workspace_id AND e.quota_key = q.quota_key
-           AND e.event_type IN ('consumed', 'released', 'reconciled')
-           AND (q.kind = 'gauge' OR e.period_start = q.period_start);
+        -- The two gauges count rows that exist; their events are only a
+        -- log, which a missed release (issue 12) made wrong.
+        IF q.quota_key = 'workflows' THEN
+            SELECT count(*) INTO total FROM api.workflows w
+             WHERE w.workspace_id = q.workspace_id AND w.status = 'active' AND w.deleted_at IS NULL;
+        ELSIF q.quota_key = 'leads' THEN
+            SELECT count(*) INTO total FROM api.leads l
+             WHERE l.workspace_id = q.workspace_id AND l.deleted_at IS NULL;
+        ELSE
+            SELECT coalesce(sum(e.amount), 0) INTO total
+              FROM api.usage_events e
+             WHERE e.workspace_id = q.workspace_id AND e.quota_key = q.quota_key
+               AND e.event_type IN ('consumed', 'released', 'reconciled')
+               AND (q.kind = 'gauge' OR e.period_start = q.period_start);
+        END IF;
         total := greatest(total, 0);
         workspace_id := q.workspace_id;
         quota_key := q.quota_key;
@@ -141,6 +151,13 @@ BEGIN
         IF drift <> 0 AND repair THEN
             UPDATE api.usage_quotas u SET used = total, hard_limit = greatest(u.hard_limit, total), updated_at = now()
              WHERE u.workspace_id = q.workspace_id AND u.quota_key = q.quota_key;
+            -- A gauge counted from rows logs the correction, so its events
+            -- still sum to used; other keys were realigned to their events.
+            IF q.quota_key IN ('workflows', 'leads') THEN
+                INSERT INTO api.usage_events (workspace_id, quota_key, event_type, amount, period_start, metadata)
+                VALUES (q.workspace_id, q.quota_key, 'reconciled', total - q.used, q.period_start,
+                        jsonb_build_object('recorded', q.used, 'recomputed', total));
+            END IF;
             repaired := true;
         END IF;
         IF drift <> 0 THEN
@@ -150,4 +167,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.reconcile_quotas(uuid, boolean) IS
-  'Recomputes used from usage_events (current period for period keys, all time for gauges) and returns every row that drifted; with repair, fixes them. Operator function: runs as its caller (a superuser or pg_cron) across all workspaces.';
+  'Recomputes used (period keys: the current period''s usage events; the workflows and leads gauges: the active, undeleted workflows and the undeleted leads that exist; other gauges: all their events) and returns every row that drifted; with repair, fixes them and logs a reconciled event. Operator function: runs as its caller (a superuser or pg_cron) across all workspaces.';
