@@ -267,7 +267,7 @@ async fn action_retry_delay_and_failure_leave_their_lines() {
             s3(
                 "",
                 "error",
-                "node \"h\": the step failed: \"HTTP 410 gone\""
+                "node \"h\": the step failed: {\"error\":\"HTTP 410 gone\"}"
             ),
         ]
     );

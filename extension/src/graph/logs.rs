@@ -61,9 +61,10 @@ const INSERT_LOGS: &str = "INSERT INTO api.execution_logs
   SELECT u.w::pg_catalog.uuid, u.e::pg_catalog.uuid, u.s::pg_catalog.uuid, t.at, u.ms, u.n::pg_catalog.int4,
          u.l, u.m, u.d::pg_catalog.jsonb
     FROM (SELECT pg_catalog.clock_timestamp() AS at) t,
-         pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[],
-                           $4::pg_catalog.text[], $5::pg_catalog.text[], $6::pg_catalog.text[],
-                           $7::pg_catalog.int8[])
+         ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                    pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]),
+                    pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]),
+                    pg_catalog.unnest($7::pg_catalog.int8[]))
          WITH ORDINALITY AS u (w, e, s, l, m, d, ms, n)";
 
 /// Whether lines are recorded (`flowtrack.execution_logs`).
@@ -173,7 +174,9 @@ unsafe extern "C-unwind" fn on_subxact(
     }
 }
 
-/// Resets the flag and the role however the INSERT ends.
+/// The INSERT's surroundings, undone however it ends: the writer's role,
+/// the policy flag, and a snapshot (at pre-commit no statement or portal
+/// holds one any more).
 struct AsWriter {
     user: pg_sys::Oid,
     context: i32,
@@ -193,6 +196,8 @@ impl AsWriter {
             );
         }
         FLUSHING.set(true);
+        // SAFETY: inside the transaction, before it commits.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
         AsWriter { user, context }
     }
 }
@@ -200,8 +205,14 @@ impl AsWriter {
 impl Drop for AsWriter {
     fn drop(&mut self) {
         FLUSHING.set(false);
-        // SAFETY: restores what enter saved.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
+        // SAFETY: restores what enter saved. After an error the abort that
+        // follows releases the snapshot and restores the role itself.
+        unsafe {
+            if !std::thread::panicking() {
+                pg_sys::PopActiveSnapshot();
+            }
+            pg_sys::SetUserIdAndSecContext(self.user, self.context)
+        }
     }
 }
 
