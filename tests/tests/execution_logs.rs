@@ -289,7 +289,6 @@ async fn action_retry_delay_and_failure_leave_their_lines() {
     assert_eq!(explained[1]["log"].as_array().unwrap().len(), 3);
     assert_eq!(explained[2]["node"], "w");
     assert_eq!(explained[2]["log"], json!([]));
-    assert_eq!(explained[2]["runs"], false);
 }
 
 #[tokio::test]
