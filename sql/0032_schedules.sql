@@ -175,7 +175,10 @@ BEGIN
            AND x.next_run_at <= fire_due_schedules.now
            FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        (fire_at, due_fires, upcoming, run) := (NULL::timestamptz, NULL::integer, NULL::timestamptz, false);
+        fire_at := NULL;
+        due_fires := NULL;
+        upcoming := NULL;
+        run := false;
         -- Each schedule in its own subtransaction: one that cannot start
         -- (over quota, a failing graph) records why and moves on; the rest
         -- of the batch, every other tenant's, still commits.
@@ -213,17 +216,21 @@ $$;
 COMMENT ON FUNCTION internal.fire_due_schedules(timestamptz, integer) IS
   'Fires up to n schedules due at now (default the transaction''s time; tests pass another): starts an execution (trigger_type schedule) of the latest due fire through internal.start_execution, keyed by schedule and fire time, and moves next_run_at past now. Late ticks follow each schedule''s missed policy; a schedule that cannot start records last_error and moves on, in its own subtransaction. Rows are taken FOR UPDATE SKIP LOCKED, so tickers never collide. Returns the executions started.';
 
-CREATE FUNCTION internal.release_due_work(OUT steps integer, OUT schedules integer)
+CREATE FUNCTION internal.release_due_work(n integer DEFAULT 100, OUT steps integer, OUT schedules integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
 BEGIN
-    steps := internal.run_due_steps(100);
-    schedules := internal.fire_due_schedules(pg_catalog.now(), 100);
+    IF n IS NULL OR n NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'n: % is not a batch size from 1 to 10000', n
+            USING ERRCODE = '22023', HINT = 'The worker passes nothing (100); pg_cron passes 1000.';
+    END IF;
+    steps := internal.run_due_steps(n);
+    schedules := internal.fire_due_schedules(pg_catalog.now(), n);
 END
 $$;
-COMMENT ON FUNCTION internal.release_due_work() IS
-  'Runs the delay steps and fires the schedules that are due now (up to 100 each); two index lookups when nothing is. The worker calls it about every second (FLOWTRACK_TICK_MS) so due work starts within seconds, pg_cron every minute as the safety net; concurrent callers skip each other''s rows.';
-REVOKE ALL ON FUNCTION internal.release_due_work() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION internal.release_due_work() TO flowtrack_worker;
+COMMENT ON FUNCTION internal.release_due_work(integer) IS
+  'Runs the delay steps and fires the schedules that are due now (up to n of each); two index lookups when nothing is. The worker calls it about every second (FLOWTRACK_TICK_MS) so due work starts within seconds, pg_cron every minute (n = 1000) as the safety net; concurrent callers skip each other''s rows.';
+REVOKE ALL ON FUNCTION internal.release_due_work(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION internal.release_due_work(integer) TO flowtrack_worker;
 
 RESET ROLE;
 GRANT SELECT (workspace_id, workflow_id, node_key, next_run_at) ON api.workflow_schedules TO flowtrack_resolver;

@@ -579,7 +579,7 @@ const WORKER_EXECUTES: [&str; 19] = [
     "internal.heartbeat_jobs(text,uuid[],integer[])",
     "internal.job_connection(uuid,integer,boolean)",
     "internal.queue_status()",
-    "internal.release_due_work()",
+    "internal.release_due_work(integer)",
     "internal.release_jobs(text,uuid[],integer[])",
     "internal.store_connection_tokens(uuid,integer,jsonb,timestamp with time zone,timestamp with time zone)",
     "internal.webhook_signing_secrets(uuid,integer)",

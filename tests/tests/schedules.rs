@@ -215,9 +215,9 @@ async fn a_late_tick_follows_the_missed_policy() {
     assert_eq!(next_run_at(&db, skip).await, due);
     let hour = chrono::Duration::hours(1);
     // Down for five and a half hours: six fires were due.
-    fire(&db, due + 5 * hour + chrono::Duration::minutes(30)).await;
+    fire(&db, due + hour * 5 + chrono::Duration::minutes(30)).await;
     // run_once: the latest missed fire, once, telling how many it stands for.
-    assert_eq!(fired(&db, once).await, vec![due + 5 * hour]);
+    assert_eq!(fired(&db, once).await, vec![due + hour * 5]);
     let missed: i64 = db
         .query_one(
             "SELECT (trigger_payload #>> '{schedule,missed}')::bigint FROM api.workflow_executions WHERE workflow_id = $1",
@@ -230,12 +230,12 @@ async fn a_late_tick_follows_the_missed_policy() {
     // skip: nothing for the missed ones.
     assert!(fired(&db, skip).await.is_empty());
     for wf in [once, skip] {
-        assert_eq!(next_run_at(&db, wf).await, due + 6 * hour);
+        assert_eq!(next_run_at(&db, wf).await, due + hour * 6);
     }
     // Back on time (within the 2 minutes pg_cron's tick may lag): both run.
-    fire(&db, due + 6 * hour + chrono::Duration::seconds(50)).await;
-    assert_eq!(fired(&db, once).await, vec![due + 5 * hour, due + 6 * hour]);
-    assert_eq!(fired(&db, skip).await, vec![due + 6 * hour]);
+    fire(&db, due + hour * 6 + chrono::Duration::seconds(50)).await;
+    assert_eq!(fired(&db, once).await, vec![due + hour * 5, due + hour * 6]);
+    assert_eq!(fired(&db, skip).await, vec![due + hour * 6]);
     pause(&db, &[once, skip]).await;
 }
 

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use chrono::{Datelike, NaiveDate, Timelike};
+use chrono::{Datelike, NaiveDate};
 
 /// A parsed expression: one bit per allowed value of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,15 +223,14 @@ impl Cron {
         }
     }
 
-    pub fn date_matches(&self, date: NaiveDate) -> bool {
-        self.month_matches(date.month()) && self.day_matches(date)
-    }
-
-    /// Whether a wall-clock minute matches (seconds are ignored).
+    /// Whether a wall-clock minute matches (seconds are ignored): the
+    /// definition the tests hold the search to.
+    #[cfg(test)]
     pub fn matches(&self, t: chrono::NaiveDateTime) -> bool {
-        self.date_matches(t.date())
-            && self.hours & (1 << t.hour()) != 0
-            && self.minutes & (1 << t.minute()) != 0
+        self.month_matches(t.date().month())
+            && self.day_matches(t.date())
+            && self.hours & (1 << chrono::Timelike::hour(&t)) != 0
+            && self.minutes & (1 << chrono::Timelike::minute(&t)) != 0
     }
 
     /// The first allowed (hour, minute) of a day at or after `(h, m)`.
