@@ -47,7 +47,7 @@ GRANT SELECT ON api.workflow_schedules TO authenticated;
 -- --------------------------------------------------------- maintenance ----
 
 CREATE FUNCTION internal.raise_unknown_timezone(tz text, node text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'timezone: the workspace''s timezone "%" is not an IANA timezone name', left(tz, 100)
         USING ERRCODE = '22023',
