@@ -239,6 +239,46 @@ async fn a_late_tick_follows_the_missed_policy() {
     pause(&db, &[once, skip]).await;
 }
 
+/// One schedule that cannot start (its workspace is out of executions) does
+/// not stop another tenant's in the same batch: it records why and moves on.
+#[tokio::test]
+async fn a_schedule_that_cannot_start_does_not_stop_the_others() {
+    let _turn = TURN.lock().await;
+    let db = connect().await;
+    let mut api = connect_authenticator().await;
+    let broke = fixtures::tenant(&db, "free").await;
+    let fine = fixtures::tenant(&db, "pro").await;
+    let refused = scheduled(&mut api, &broke, json!({"cron": "0 * * * *"})).await;
+    let runs = scheduled(&mut api, &fine, json!({"cron": "0 * * * *"})).await;
+    db.execute(
+        "UPDATE api.usage_quotas SET used = coalesce(hard_limit, limit_value)
+          WHERE workspace_id = $1 AND quota_key = 'executions_per_month'",
+        &[&broke.workspace_id],
+    )
+    .await
+    .unwrap();
+    let due = next_run_at(&db, refused).await;
+    assert_eq!(next_run_at(&db, runs).await, due);
+    fire(&db, due).await;
+    assert!(fired(&db, refused).await.is_empty());
+    assert_eq!(fired(&db, runs).await, vec![due]);
+    let row = db
+        .query_one(
+            "SELECT next_run_at, last_fired_at, last_error FROM api.workflow_schedules WHERE workflow_id = $1",
+            &[&refused],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, DateTime<Utc>>(0),
+        due + chrono::Duration::hours(1)
+    );
+    assert_eq!(row.get::<_, Option<DateTime<Utc>>>(1), None);
+    let error: String = row.get(2);
+    assert!(error.starts_with("PT429: "), "{error}");
+    pause(&db, &[refused, runs]).await;
+}
+
 #[tokio::test]
 async fn schedules_cross_dst_changes_in_berlin() {
     let _turn = TURN.lock().await;
