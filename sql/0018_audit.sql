@@ -126,9 +126,3 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON api.subscriptions
     FOR EACH ROW EXECUTE FUNCTION internal.audit('subscription');
 CREATE TRIGGER audit AFTER UPDATE ON api.workspaces
     FOR EACH ROW EXECUTE FUNCTION internal.audit('workspace');
-
-RESET ROLE;
-SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT internal.ensure_monthly_partitions(p::regclass)
-        FROM unnest(ARRAY['api.usage_events', 'api.execution_logs', 'api.lead_events',
-                          'api.webhook_deliveries', 'api.audit_logs']) AS p$$);

@@ -515,4 +515,3 @@ GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtr
 ALTER FUNCTION internal.step_workspace(uuid) OWNER TO flowtrack_resolver;
 ALTER FUNCTION internal.due_steps(integer) OWNER TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.step_workspace(uuid), internal.due_steps(integer) TO flowtrack_owner;
-SELECT cron.schedule('flowtrack-due-steps', '* * * * *', 'SELECT internal.run_due_steps()');
