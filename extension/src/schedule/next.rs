@@ -20,9 +20,12 @@ use chrono_tz::Tz;
 
 use super::cron::Cron;
 
-/// How far the search looks ahead: a 29 February fires at most eight years
-/// apart (2096, then 2104).
-const HORIZON_DAYS: i64 = 8 * 366 + 31;
+/// How far the search looks ahead. A day-of-month with a `*`-started
+/// weekday field must match both (`0 0 21 6 */7`: 21 June on a Sunday, 11
+/// years apart from 2026; `0 0 29 2 SUN`-like combinations are 28 or more):
+/// fifty years holds them all, and costs a walk over the matching months'
+/// days only (under 20,000 steps).
+const HORIZON_DAYS: i64 = 50 * 366;
 
 /// A timezone by its IANA name (`Europe/Berlin`, `UTC`).
 pub fn zone(name: &str) -> Option<Tz> {

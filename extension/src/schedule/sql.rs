@@ -182,6 +182,6 @@ mod tests {
                FROM flowtrack.cron_catch_up('0 * * * *', 'UTC', '2026-01-01 00:00Z', '2026-01-01 05:30Z')",
         )
         .unwrap();
-        assert_eq!(row.as_deref(), Some("true 6 true"));
+        assert_eq!(row.as_deref(), Some("t 6 t"));
     }
 }
