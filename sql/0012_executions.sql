@@ -75,7 +75,8 @@ CREATE TABLE api.execution_steps (
         REFERENCES api.workflow_executions (workspace_id, id) ON DELETE CASCADE
 );
 CREATE INDEX execution_steps_execution ON api.execution_steps (workspace_id, execution_id, created_at);
-CREATE INDEX execution_steps_workspace_id ON api.execution_steps (workspace_id);
+-- No index on workspace_id alone: execution_steps_execution leads with it,
+-- which serves the workspace foreign key and RLS (25 bytes a step saved).
 CREATE INDEX execution_steps_due ON api.execution_steps (run_at) WHERE status = 'scheduled';
 COMMENT ON TABLE api.execution_steps IS 'One visit of one node within an execution, with its input, output, attempts and timing.';
 
