@@ -664,6 +664,11 @@ DECLARE
 BEGIN
     FOR due IN SELECT * FROM internal.due_steps(n) LOOP
         PERFORM flowtrack.act_for(due.workspace_id, 'owner');
+        -- Workers tick every second, several at once, and pg_cron every
+        -- minute: a step another caller holds or has completed is skipped,
+        -- not waited for.
+        PERFORM 1 FROM api.execution_steps s WHERE s.id = due.id AND s.status = 'scheduled' FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         -- Each step in its own subtransaction: a step whose advance fails
         -- rolls back alone and is recorded as failed; every other step (of
         -- every other tenant) in the batch still commits. A cancel or a
@@ -681,7 +686,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.run_due_steps(integer) IS
-  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Returns the steps completed. Run by pg_cron every minute.';
+  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Steps another caller holds are skipped (SKIP LOCKED). Returns the steps completed. Run through internal.release_due_work by the worker every second and by pg_cron every minute.';
 
 RESET ROLE;
 GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtrack_resolver;

@@ -17,6 +17,7 @@ mod guc;
 mod interrupts;
 mod key_scope;
 mod quota;
+mod schedule;
 mod tenancy;
 mod wake;
 

@@ -645,7 +645,8 @@ fn p_insert(v: &mut Value, k: &str, x: Value) {
 }
 
 /// The triggers an ingress of `trigger_type` starts: those of the matching
-/// type (a form trigger only for its form), else every trigger.
+/// type (a form trigger only for its form, a schedule trigger only for the
+/// schedule that fired, `schedule.node` of the payload), else every trigger.
 pub fn start_nodes(plan: &Plan, trigger_type: &str, payload: &Value) -> Vec<usize> {
     let g = &plan.g;
     let wanted: &[&str] = match trigger_type {
@@ -656,11 +657,16 @@ pub fn start_nodes(plan: &Plan, trigger_type: &str, payload: &Value) -> Vec<usiz
         _ => &["TRIGGER_MANUAL"],
     };
     let form = payload.get("form").and_then(Value::as_str);
+    // A schedule fires its own node, not every schedule of the workflow.
+    let schedule = payload.pointer("/schedule/node").and_then(Value::as_str);
     let matching: Vec<usize> = (0..g.nodes.len())
         .filter(|&i| wanted.contains(&g.nodes[i].ntype.as_str()))
         .filter(|&i| {
             let want = g.nodes[i].config.get("form_id").and_then(Value::as_str);
             g.nodes[i].ntype != "TRIGGER_FORM" || form.is_none() || want.is_none() || want == form
+        })
+        .filter(|&i| {
+            g.nodes[i].ntype != "TRIGGER_SCHEDULE" || schedule.is_none_or(|k| k == g.nodes[i].key)
         })
         .collect();
     if matching.is_empty() {
