@@ -63,7 +63,7 @@ COMMENT ON SCHEMA partitions IS 'Partitions of time-partitioned tables. Reached 
 CREATE EXTENSION IF NOT EXISTS flowtrack;
 -- pg_cron is optional: it can only be created in the database named by
 -- cron.database_name, and only when preloaded. Without it FlowTrack works and
--- its maintenance (internal.maintenance_jobs, sql/0090_cron_jobs.sql) must be
+-- its maintenance (maintenance.jobs, sql/0090_cron_jobs.sql) must be
 -- run by another scheduler.
 DO $$
 BEGIN
@@ -76,7 +76,7 @@ BEGIN
     ELSE
         RAISE NOTICE 'pg_cron is not available in database %: FlowTrack''s maintenance jobs will not be scheduled', pg_catalog.current_database()
             USING HINT = 'Preload pg_cron with cron.database_name = ' || pg_catalog.quote_literal(pg_catalog.current_database())
-                         || ', or run the commands in internal.maintenance_jobs from another scheduler.';
+                         || ', or run the commands in maintenance.jobs from another scheduler.';
     END IF;
 END
 $$;

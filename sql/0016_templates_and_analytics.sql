@@ -189,15 +189,19 @@ CREATE FUNCTION internal.daily_stats_horizon() RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     -- A transaction open for more than an hour (a forgotten session) stops
     -- holding the dashboards back; what it commits later is not counted.
+    -- Every backend but autovacuum's: background workers (pg_cron's jobs)
+    -- report their own type name. Prepared transactions hold it back too.
     SELECT greatest(pg_catalog.clock_timestamp() - interval '1 hour',
                     least(pg_catalog.clock_timestamp(),
                           (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
                             WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
-                              AND a.backend_type IN ('client backend', 'background worker')
-                              AND a.xact_start IS NOT NULL)))
+                              AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')
+                              AND a.xact_start IS NOT NULL),
+                          (SELECT min(p.prepared) FROM pg_catalog.pg_prepared_xacts p
+                            WHERE p.database = pg_catalog.current_database())))
 $$;
 COMMENT ON FUNCTION internal.daily_stats_horizon() IS
-  'How far the daily-stats rollup may count: now, or the start of the oldest transaction still open in this database (its rows may not be visible yet), but never more than an hour back.';
+  'How far the daily-stats rollup may count: now, or the start of the oldest transaction still open (or prepared) in this database (its rows may not be visible yet), but never more than an hour back. Sees other roles'' transactions only with pg_read_all_stats (the maintenance role has it).';
 
 CREATE FUNCTION internal.roll_up_daily_stats() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

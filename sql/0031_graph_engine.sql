@@ -103,7 +103,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET f
                     UNION ALL SELECT * FROM internal.settings_problems(w)) v
 $$;
 COMMENT ON FUNCTION api.validate_workflow(uuid) IS
-  'Every problem of the workflow''s draft graph and settings at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge, invalid_setting, max_steps_over_plan.';
+  'Every problem of the workflow''s draft graph and settings at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge, too_many_schedules, invalid_setting, max_steps_over_plan.';
 GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
 
 CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)

@@ -140,11 +140,19 @@ CREATE TRIGGER move_schedules_to_timezone AFTER UPDATE OF timezone ON api.worksp
 CREATE FUNCTION internal.due_schedules(now timestamptz, n integer)
 RETURNS TABLE (workspace_id uuid, workflow_id uuid, node_key text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT s.workspace_id, s.workflow_id, s.node_key FROM api.workflow_schedules s
-     WHERE s.next_run_at <= due_schedules.now ORDER BY s.next_run_at LIMIT n
+    -- Fair across workspaces: at most 10 of any one workspace per batch
+    -- (a workflow has at most 10 schedules, a workspace many workflows), so
+    -- one tenant's backlog cannot fill every batch.
+    SELECT d.workspace_id, d.workflow_id, d.node_key
+      FROM (SELECT s.workspace_id, s.workflow_id, s.node_key, s.next_run_at,
+                   pg_catalog.row_number() OVER (PARTITION BY s.workspace_id ORDER BY s.next_run_at) AS k
+              FROM api.workflow_schedules s
+             WHERE s.next_run_at <= due_schedules.now) d
+     WHERE d.k <= 10
+     ORDER BY d.next_run_at LIMIT n
 $$;
 COMMENT ON FUNCTION internal.due_schedules(timestamptz, integer) IS
-  'Schedules due at now, oldest first (one index range scan). Owned by flowtrack_resolver (BYPASSRLS).';
+  'Schedules due at now, oldest first, at most 10 per workspace per batch so one tenant''s backlog cannot starve the others. Owned by flowtrack_resolver (BYPASSRLS).';
 
 CREATE FUNCTION internal.schedule_key(node_key text, fire_at timestamptz) RETURNS text
 LANGUAGE sql STABLE AS $$

@@ -21,21 +21,17 @@ const REQUIRED: &[&str] = &[
 #[tokio::test]
 async fn pg_cron_holds_exactly_the_listed_jobs_once_each() {
     let db = connect().await;
-    let listed: Vec<String> = column(
-        &db,
-        "SELECT name FROM internal.maintenance_jobs ORDER BY name",
-        &[],
-    )
-    .await;
+    let listed: Vec<String> =
+        column(&db, "SELECT name FROM maintenance.jobs ORDER BY name", &[]).await;
     for name in REQUIRED {
         assert!(
             listed.iter().any(|l| l == name),
-            "{name} is missing from internal.maintenance_jobs"
+            "{name} is missing from maintenance.jobs"
         );
     }
     let unregistered: Vec<String> = column(
         &db,
-        "SELECT m.name FROM internal.maintenance_jobs m
+        "SELECT m.name FROM maintenance.jobs m
           WHERE NOT EXISTS (SELECT 1 FROM cron.job c
                              WHERE c.jobname = m.name AND c.schedule = m.schedule AND c.command = m.command
                                AND c.active AND c.database = current_database())",
@@ -49,7 +45,7 @@ async fn pg_cron_holds_exactly_the_listed_jobs_once_each() {
     let unlisted: Vec<String> = column(
         &db,
         "SELECT c.jobname FROM cron.job c WHERE c.jobname LIKE 'flowtrack-%'
-            AND NOT EXISTS (SELECT 1 FROM internal.maintenance_jobs m WHERE m.name = c.jobname)",
+            AND NOT EXISTS (SELECT 1 FROM maintenance.jobs m WHERE m.name = c.jobname)",
         &[],
     )
     .await;
@@ -73,7 +69,7 @@ async fn pg_cron_holds_exactly_the_listed_jobs_once_each() {
     .await;
     let changed: Vec<String> = column(
         &db,
-        "SELECT name || ' ' || action FROM internal.sync_cron_jobs()",
+        "SELECT name || ' ' || action FROM maintenance.sync_cron_jobs()",
         &[],
     )
     .await;
@@ -93,14 +89,14 @@ async fn a_sync_updates_changed_jobs_and_unschedules_dropped_ones() {
     let mut db = connect().await;
     let tx = db.transaction().await.unwrap();
     tx.batch_execute(
-        "UPDATE internal.maintenance_jobs SET schedule = '*/2 * * * *' WHERE name = 'flowtrack-daily-stats';
-         DELETE FROM internal.maintenance_jobs WHERE name = 'flowtrack-cron-history';",
+        "UPDATE maintenance.jobs SET schedule = '*/2 * * * *' WHERE name = 'flowtrack-daily-stats';
+         DELETE FROM maintenance.jobs WHERE name = 'flowtrack-cron-history';",
     )
     .await
     .unwrap();
     let changed: Vec<String> = tx
         .query(
-            "SELECT name || ' ' || action FROM internal.sync_cron_jobs() ORDER BY 1",
+            "SELECT name || ' ' || action FROM maintenance.sync_cron_jobs() ORDER BY 1",
             &[],
         )
         .await
@@ -141,7 +137,7 @@ async fn every_listed_command_runs() {
     let db = connect().await;
     let jobs: Vec<(String, String)> = db
         .query(
-            "SELECT name, command FROM internal.maintenance_jobs ORDER BY name",
+            "SELECT name, command FROM maintenance.jobs ORDER BY name",
             &[],
         )
         .await
@@ -163,7 +159,7 @@ async fn pg_cron_really_runs_the_every_minute_jobs() {
         db.query_one("SELECT now()", &[]).await.unwrap().get(0);
     let every_minute: Vec<String> = column(
         &db,
-        "SELECT name FROM internal.maintenance_jobs WHERE schedule = '* * * * *' ORDER BY name",
+        "SELECT name FROM maintenance.jobs WHERE schedule = '* * * * *' ORDER BY name",
         &[],
     )
     .await;
@@ -173,7 +169,7 @@ async fn pg_cron_really_runs_the_every_minute_jobs() {
     loop {
         let waiting: Vec<String> = column(
             &db,
-            "SELECT m.name FROM internal.maintenance_jobs m
+            "SELECT m.name FROM maintenance.jobs m
               WHERE m.schedule = '* * * * *'
                 AND NOT EXISTS (SELECT 1 FROM cron.job c JOIN cron.job_run_details d ON d.jobid = c.jobid
                                  WHERE c.jobname = m.name AND d.start_time >= $1 AND d.status = 'succeeded')
@@ -206,8 +202,7 @@ async fn without_pg_cron_migrations_notice_and_everything_else_works() {
     assert!(
         notices
             .iter()
-            .any(|n| n.contains("pg_cron is not available")
-                && n.contains("internal.maintenance_jobs")),
+            .any(|n| n.contains("pg_cron is not available") && n.contains("maintenance.jobs")),
         "expected a NOTICE about pg_cron, got {notices:?}"
     );
     let db = &private.db;
@@ -218,14 +213,14 @@ async fn without_pg_cron_migrations_notice_and_everything_else_works() {
         .get(0);
     assert_eq!(cron, None);
     let listed: i64 = db
-        .query_one("SELECT count(*) FROM internal.maintenance_jobs", &[])
+        .query_one("SELECT count(*) FROM maintenance.jobs", &[])
         .await
         .unwrap()
         .get(0);
     assert!(listed >= REQUIRED.len() as i64);
     // Syncing is a NOTICE, not an error.
     let changed: i64 = db
-        .query_one("SELECT count(*) FROM internal.sync_cron_jobs()", &[])
+        .query_one("SELECT count(*) FROM maintenance.sync_cron_jobs()", &[])
         .await
         .unwrap()
         .get(0);
@@ -250,7 +245,7 @@ async fn without_pg_cron_migrations_notice_and_everything_else_works() {
         .get(0);
     assert!(started);
     let jobs: Vec<(String, String)> = db
-        .query("SELECT name, command FROM internal.maintenance_jobs WHERE command NOT LIKE '%cron.%' ORDER BY name", &[])
+        .query("SELECT name, command FROM maintenance.jobs WHERE command NOT LIKE '%cron.%' ORDER BY name", &[])
         .await
         .unwrap()
         .iter()
@@ -262,4 +257,69 @@ async fn without_pg_cron_migrations_notice_and_everything_else_works() {
             .unwrap_or_else(|e| panic!("{name} without pg_cron: {e:?}"));
     }
     private.drop_now().await;
+}
+
+/// Review finding: pg_cron runs its jobs as the superuser, so nothing a job
+/// runs may be replaceable by a FlowTrack role. Each command calls one entry
+/// point in schema maintenance (owned by a superuser), SECURITY DEFINER as
+/// flowtrack_maintenance, which is neither a superuser nor able to log in.
+#[tokio::test]
+async fn what_pg_cron_runs_cannot_be_replaced_by_flowtrack_roles() {
+    let db = connect().await;
+    let schema_owner_is_super: bool = db
+        .query_one(
+            "SELECT r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'maintenance'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(schema_owner_is_super);
+    let list_owner_is_super: bool = db
+        .query_one(
+            "SELECT r.rolsuper FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = 'maintenance.jobs'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(list_owner_is_super);
+    let commands: Vec<String> = column(
+        &db,
+        "SELECT command FROM maintenance.jobs WHERE command NOT LIKE 'DELETE FROM cron.%'",
+        &[],
+    )
+    .await;
+    for command in commands {
+        let f = command
+            .strip_prefix("SELECT ")
+            .unwrap_or_else(|| panic!("{command}: one SELECT of one entry point"));
+        let (owner, definer, login, sup, schema): (String, bool, bool, bool, String) = {
+            let r = db
+                .query_one(
+                    "SELECT r.rolname, p.prosecdef, r.rolcanlogin, r.rolsuper, p.pronamespace::regnamespace::text
+                       FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+                      WHERE p.oid = to_regprocedure($1)",
+                    &[&f],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{command}: {e}"));
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+        };
+        assert_eq!(
+            (owner.as_str(), definer, login, sup, schema.as_str()),
+            ("flowtrack_maintenance", true, false, false, "maintenance"),
+            "{command}"
+        );
+    }
+    // flowtrack_owner can neither create in nor change schema maintenance.
+    let can: bool = db
+        .query_one(
+            "SELECT has_schema_privilege('flowtrack_owner', 'maintenance', 'CREATE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!can);
 }

@@ -26,7 +26,8 @@ const API_ROLES: [&str; 2] = ["anon", "authenticated"];
 const SUPERUSER_DEFINERS: [(&str, &str); 0] = [];
 
 /// Schemas whose functions the lint and the attack cover.
-const OUR_SCHEMAS: &str = "'api', 'auth', 'internal', 'partitions', 'flowtrack', 'public'";
+const OUR_SCHEMAS: &str =
+    "'api', 'auth', 'internal', 'partitions', 'flowtrack', 'maintenance', 'public'";
 
 /// Asserts that `sql` (one text column, each row a violation) finds nothing.
 async fn none(db: &Client, what: &str, sql: &str) {

@@ -736,3 +736,69 @@ async fn a_running_worker_releases_a_delay_and_a_schedule_within_5_s() {
     );
     pause(&db, &[delayed, every_minute]).await;
 }
+
+/// Review finding: one tenant's many schedules must not starve the others.
+/// A graph holds at most 10 schedule nodes, and each batch of due schedules
+/// takes at most 10 of any one workspace.
+#[tokio::test]
+async fn one_tenants_schedules_cannot_crowd_out_the_others() {
+    let db = connect().await;
+    let nodes: Vec<Value> = (0..11)
+        .map(|i| {
+            node(
+                &format!("s{i}"),
+                "TRIGGER_SCHEDULE",
+                json!({"cron": "* * * * *"}),
+            )
+        })
+        .collect();
+    let graph = json!({"nodes": nodes, "edges": []}).to_string();
+    let codes: Vec<String> = db
+        .query(
+            "SELECT code || ' ' || node FROM flowtrack.validate_graph($1)",
+            &[&graph],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(codes, ["too_many_schedules s10"]);
+
+    let busy = fixtures::tenant(&db, "enterprise").await;
+    let quiet = fixtures::tenant(&db, "free").await;
+    let mut rows = String::new();
+    for (t, n, age) in [(&busy, 15, "2 hours"), (&quiet, 1, "1 minute")] {
+        let wf = fixtures::published_workflow(&db, t, "crowd").await;
+        for i in 0..n {
+            rows.push_str(&format!(
+                "INSERT INTO api.workflow_schedules (workspace_id, workflow_id, node_key, cron, timezone, own_timezone, next_run_at)
+                 VALUES ('{}', '{wf}', 'n{i}', '* * * * *', 'UTC', true, '1970-01-01'::timestamptz + interval '{age}');\n",
+                t.workspace_id
+            ));
+        }
+    }
+    let mut c = connect().await;
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute(&rows).await.unwrap();
+    // As the owner would call it (the resolver owns it), in the same snapshot.
+    let picked: Vec<Uuid> = tx
+        .query(
+            "SELECT workspace_id FROM internal.due_schedules('1970-01-02', 12) WHERE workspace_id IN ($1, $2)",
+            &[&busy.workspace_id, &quiet.workspace_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        picked.iter().filter(|w| **w == busy.workspace_id).count(),
+        10
+    );
+    assert!(
+        picked.contains(&quiet.workspace_id),
+        "the quiet tenant gets its turn"
+    );
+}

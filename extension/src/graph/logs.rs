@@ -111,8 +111,18 @@ pub fn push(
     hook();
     // SAFETY: plain reads of the transaction state, inside a transaction.
     let (subxact, user) = unsafe { (pg_sys::GetCurrentSubTransactionId(), pg_sys::GetUserId()) };
-    if WRITER.get().is_none() {
-        WRITER.set(Some(user));
+    // One INSERT runs as one role: a line recorded by another role would be
+    // written with the first one's rights. Every recorder today runs as the
+    // owner (the engine's SECURITY DEFINER entry points); refuse otherwise.
+    match WRITER.get() {
+        None => WRITER.set(Some(user)),
+        Some(w) if w != user => raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "execution logs: lines of one transaction must be recorded by one role",
+            None,
+            "Record execution log lines only inside the engine's functions.",
+        ),
+        Some(_) => {}
     }
     LINES.with_borrow_mut(|lines| {
         lines.push(Line {
@@ -241,20 +251,24 @@ fn flush() {
         ms.push(l.duration_ms);
     }
     let _as = AsWriter::enter(writer);
-    Spi::connect_mut(|client| {
-        spi::exec(
-            client,
-            INSERT_LOGS,
-            &[
-                ws.into(),
-                ex.into(),
-                st.into(),
-                lv.into(),
-                msg.into(),
-                data.into(),
-                ms.into(),
-            ],
-        )
+    // At commit the session's search_path is in force; pin ours, as every
+    // other statement of the extension does.
+    crate::quota::plans::with_catalog_search_path(|| {
+        Spi::connect_mut(|client| {
+            spi::exec(
+                client,
+                INSERT_LOGS,
+                &[
+                    ws.into(),
+                    ex.into(),
+                    st.into(),
+                    lv.into(),
+                    msg.into(),
+                    data.into(),
+                    ms.into(),
+                ],
+            )
+        })
     });
 }
 

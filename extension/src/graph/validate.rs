@@ -33,6 +33,9 @@ pub fn max_visits(config: &Value) -> Option<u32> {
         .map(|n| n as u32)
 }
 
+/// Most schedule triggers one workflow may have.
+pub const MAX_SCHEDULES: usize = 10;
+
 pub fn validate(g: &Graph, reg: &Registry) -> Vec<Problem> {
     let mut out = g.problems.clone();
     for e in &g.edges {
@@ -128,6 +131,25 @@ pub fn validate(g: &Graph, reg: &Registry) -> Vec<Problem> {
                 }
             }
         }
+    }
+    // Every schedule node is a row the ticker visits on every fire; a graph
+    // with thousands of `* * * * *` nodes would crowd out every other
+    // tenant's schedules (issue 11 review).
+    if let Some(n) = g
+        .nodes
+        .iter()
+        .filter(|n| n.ntype == "TRIGGER_SCHEDULE")
+        .nth(MAX_SCHEDULES)
+    {
+        out.push(Problem::node(
+            "too_many_schedules",
+            &n.key,
+            format!(
+                "node \"{}\": a workflow has at most {MAX_SCHEDULES} TRIGGER_SCHEDULE nodes",
+                n.key
+            ),
+            "Combine the times into one cron expression (lists and ranges), or split the workflow.",
+        ));
     }
     let triggers: Vec<usize> = (0..g.nodes.len()).filter(|&i| g.is_trigger(i)).collect();
     if triggers.is_empty() {

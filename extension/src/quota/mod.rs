@@ -25,7 +25,7 @@ use pgrx::PgSqlErrorCode;
 use crate::error::raise;
 
 pub(crate) mod period;
-mod plans;
+pub(crate) mod plans;
 
 use plans::{first_row_read_only, with_catalog_search_path, with_plan};
 

@@ -116,12 +116,20 @@ impl Field {
         for part in text.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => {
-                    let step = s.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
-                        self.err(format!(
-                            "step \"{}\" is not a whole number from 1",
-                            truncate(s)
-                        ))
-                    })?;
+                    // At most the field's largest value: a bigger step
+                    // fires only at the start, and a huge one would
+                    // overflow the walk below.
+                    let step = s
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| n >= 1 && n <= self.max)
+                        .ok_or_else(|| {
+                            self.err(format!(
+                                "step \"{}\" is not a whole number from 1 to {}",
+                                truncate(s),
+                                self.max
+                            ))
+                        })?;
                     (r, Some(step))
                 }
                 None => (part, None),
@@ -251,6 +259,15 @@ mod tests {
 
     fn bits(v: &[u32]) -> u64 {
         v.iter().fold(0, |b, &x| b | 1 << x)
+    }
+
+    #[test]
+    fn a_step_beyond_the_field_is_refused_not_overflowed() {
+        for expr in ["30/4294967290 * * * *", "*/60 * * * *", "0 */25 * * *"] {
+            let e = Cron::parse(expr).unwrap_err();
+            assert!(e.to_string().contains("step"), "{expr}: {e}");
+        }
+        assert!(Cron::parse("*/59 */23 */31 */12 */7").is_ok());
     }
 
     #[test]
