@@ -3,7 +3,6 @@
 -- Expired job leases need no cron job: every claim reclaims them.
 
 SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT internal.ensure_monthly_partitions(p::regclass)
-        FROM unnest(ARRAY['api.usage_events']) AS p$$);
+    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);
 SELECT cron.schedule('flowtrack-prune-idempotency', '37 3 * * *',
     $$DELETE FROM internal.usage_idempotency WHERE created_at < now() - interval '45 days'$$);

@@ -90,7 +90,8 @@ CREATE INDEX execution_logs_execution ON api.execution_logs (execution_id, creat
 CREATE INDEX execution_logs_workspace ON api.execution_logs (workspace_id, created_at DESC);
 COMMENT ON TABLE api.execution_logs IS 'Detailed execution log lines. Partitioned monthly by created_at; old months are dropped, not deleted.';
 
-SELECT internal.ensure_monthly_partitions('api.execution_logs'::regclass);
+-- Execution logs: 90 days (seed 000), monthly partitions dropped whole.
+SELECT internal.manage_partitions('api.execution_logs', 'monthly', premake => 4, retention => interval '90 days');
 
 SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'executions')
   FROM unnest(ARRAY['api.workflow_executions', 'api.execution_steps', 'api.execution_logs']::regclass[]) AS t;
@@ -103,5 +104,4 @@ GRANT SELECT ON api.workflow_executions, api.execution_steps, api.execution_logs
 -- pg_cron is the superuser's: keep every partitioned table's months ahead.
 RESET ROLE;
 SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT internal.ensure_monthly_partitions(p::regclass)
-        FROM unnest(ARRAY['api.usage_events', 'api.execution_logs']) AS p$$);
+    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);

@@ -91,7 +91,10 @@ CREATE INDEX webhook_deliveries_endpoint ON api.webhook_deliveries (workspace_id
 CREATE INDEX webhook_deliveries_job ON api.webhook_deliveries (job_id);
 COMMENT ON TABLE api.webhook_deliveries IS
   'One row per event sent to an endpoint, updated after every attempt by internal.record_delivery: status, attempts, the last HTTP status, response (first 2 KB), duration and error. id is the webhook-id header, the same on every attempt. Partitioned monthly.';
-SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
+-- Deliveries: 180 days. The schema states no period; this is the longest an
+-- execution is kept (failed runs, seed 002), so a kept execution always
+-- still shows its deliveries.
+SELECT internal.manage_partitions('api.webhook_deliveries', 'monthly', premake => 4, retention => interval '180 days');
 
 CREATE TABLE api.webhook_endpoint_events (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -712,5 +715,4 @@ ALTER FUNCTION internal.inbound_webhook_by_token(text) OWNER TO flowtrack_resolv
 GRANT EXECUTE ON FUNCTION internal.inbound_token_hash(text) TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.inbound_webhook_by_token(text) TO flowtrack_owner;
 SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT internal.ensure_monthly_partitions(p::regclass)
-        FROM unnest(ARRAY['api.usage_events', 'api.execution_logs', 'api.lead_events', 'api.webhook_deliveries']) AS p$$);
+    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);
