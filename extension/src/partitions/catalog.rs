@@ -116,13 +116,12 @@ SELECT nsp, rel, (expr = 'DEFAULT')::text,
        CASE WHEN m[2] = 'MAXVALUE' THEN '9223372036854775807'
             ELSE ((extract(epoch FROM pg_catalog.btrim(m[2], '''')::timestamptz) * 1000000)::bigint)::text END,
        pg_catalog.array_to_string(reloptions, chr(1))
-  FROM b
- ORDER BY 4 NULLS FIRST";
+  FROM b";
 
 /// The parent's partitions, the default one first, then by lower bound.
 pub fn partitions(client: &mut SpiClient<'_>, parent: pg_sys::Oid) -> Vec<Partition> {
     let args: [DatumWithOid; 1] = [parent.into()];
-    rows(client, PARTITIONS, &args, 6)
+    let mut parts: Vec<Partition> = rows(client, PARTITIONS, &args, 6)
         .0
         .into_iter()
         .map(|r| {
@@ -141,7 +140,9 @@ pub fn partitions(client: &mut SpiClient<'_>, parent: pg_sys::Oid) -> Vec<Partit
                     .unwrap_or_default(),
             }
         })
-        .collect()
+        .collect();
+    parts.sort_by_key(|p| p.bound.map(|b| (b.lo, b.hi)));
+    parts
 }
 
 /// The parent's ACL as GRANT clauses: (privilege, grantee, grantable), the

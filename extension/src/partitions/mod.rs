@@ -109,11 +109,13 @@ fn default_periods(
         naming::qualified(&default.schema, &default.name),
         naming::ident(&p.key),
     );
-    spi::rows(client, &sql, &[], 1)
+    let mut days: Vec<chrono::NaiveDate> = spi::rows(client, &sql, &[], 1)
         .0
         .into_iter()
         .filter_map(|r| r[0].as_deref().and_then(|s| s.parse().ok()))
-        .collect()
+        .collect();
+    days.sort();
+    days
 }
 
 fn maintain(
@@ -208,3 +210,76 @@ COMMENT ON FUNCTION flowtrack.run_maintenance(timestamptz, oid) IS
     name = "comments_partitions",
     requires = [run_maintenance]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::bounds::{micros, Bound};
+    use super::{catalog, naming};
+    use chrono::NaiveDate;
+    use pgrx::prelude::*;
+
+    fn d(y: i32, m: u32, day: u32) -> i64 {
+        micros(NaiveDate::from_ymd_opt(y, m, day).unwrap())
+    }
+
+    /// Bounds read back from pg_get_expr are the same instants in any
+    /// session time zone, MINVALUE / MAXVALUE included, and names that need
+    /// quotes survive the round trip through `naming::ident`.
+    #[pg_test]
+    fn bounds_read_back_in_any_time_zone() {
+        let schema = "Odd \"s\"";
+        let parent = naming::qualified(schema, "T'1");
+        Spi::run(&format!(
+            "CREATE SCHEMA {s};
+             CREATE TABLE {parent} (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+             CREATE TABLE {s}.a PARTITION OF {parent} FOR VALUES FROM (MINVALUE) TO ('2024-02-29 00:00:00+00');
+             CREATE TABLE {s}.b PARTITION OF {parent} FOR VALUES FROM ('2024-02-29 00:00:00+00') TO ('2024-03-01 00:00:00+00');
+             CREATE TABLE {s}.c PARTITION OF {parent} FOR VALUES FROM ('2024-03-01 00:00:00+00') TO (MAXVALUE);",
+            s = naming::ident(schema)
+        ))
+        .unwrap();
+        let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT $1::regclass::oid",
+            &[parent.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        for tz in ["UTC", "Pacific/Kiritimati", "America/St_Johns"] {
+            Spi::run(&format!("SET LOCAL TimeZone = '{tz}'")).unwrap();
+            let got: Vec<(String, Option<Bound>)> = Spi::connect_mut(|c| {
+                catalog::partitions(c, oid)
+                    .into_iter()
+                    .map(|p| (p.name, p.bound))
+                    .collect()
+            });
+            assert_eq!(
+                got,
+                vec![
+                    (
+                        "a".into(),
+                        Some(Bound {
+                            lo: i64::MIN,
+                            hi: d(2024, 2, 29)
+                        })
+                    ),
+                    (
+                        "b".into(),
+                        Some(Bound {
+                            lo: d(2024, 2, 29),
+                            hi: d(2024, 3, 1)
+                        })
+                    ),
+                    (
+                        "c".into(),
+                        Some(Bound {
+                            lo: d(2024, 3, 1),
+                            hi: i64::MAX
+                        })
+                    ),
+                ],
+                "{tz}"
+            );
+        }
+    }
+}
