@@ -623,6 +623,48 @@ async fn flowtrack_tables_are_registered_as_the_seeds_say() {
     assert_eq!(old, 0, "the PL/pgSQL predecessor is gone");
 }
 
+/// A real FlowTrack table (identity column, forced RLS on the parent): a
+/// usage event from before the oldest partition lands in the default
+/// partition and is rescued into a partition of its month.
+#[tokio::test]
+async fn a_usage_event_in_the_default_partition_is_rescued() {
+    let db = connect().await;
+    db.batch_execute(
+        "INSERT INTO api.usage_events (workspace_id, quota_key, amount, period_start, occurred_at)
+         VALUES (gen_random_uuid(), 'partitions-test', 7, now(), '2025-03-10 12:00+00')",
+    )
+    .await
+    .unwrap();
+    let home = || async {
+        db.query_one(
+            "SELECT tableoid::regclass::text FROM api.usage_events WHERE quota_key = 'partitions-test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    assert_eq!(home().await, "partitions.usage_events_default");
+    // 'now' is PostgreSQL's input for the current time: no time travel on a
+    // shared table.
+    let a = run(&db, "now", "api.usage_events").await;
+    let rescued: Vec<_> = a.iter().filter(|x| x.1 == "rescue").collect();
+    assert_eq!(rescued.len(), 1, "{a:?}");
+    assert_eq!(rescued[0].2, 1);
+    assert_eq!(home().await, "partitions.usage_events_2025_03");
+    // A later pass at today's date leaves it (two years of retention).
+    let b: i64 = db
+        .query_one(
+            "SELECT count(*) FROM flowtrack.run_maintenance(now(), 'api.usage_events'::regclass) WHERE action <> 'create'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(b, 0);
+    assert_eq!(home().await, "partitions.usage_events_2025_03");
+}
+
 #[tokio::test]
 async fn api_roles_cannot_reach_partitions() {
     let db = connect().await;

@@ -178,18 +178,19 @@ fn maintain(
                     ));
                     continue;
                 }
+                // Periods are distinct, so their ranges never overlap.
                 done.push(actions::rescue(client, p, &default, &parts, r));
-                parts = catalog::partitions(client, p.oid);
             }
+            parts = catalog::partitions(client, p.oid);
         }
+        // Wanted ranges never overlap each other: one catalog read after.
         for r in missing(&parts) {
             done.push(actions::create(client, p, &parts, r));
-            parts = catalog::partitions(client, p.oid);
         }
         if !parts.iter().any(|x| x.bound.is_none()) {
             done.push(actions::create_default(client, p, &parts));
-            parts = catalog::partitions(client, p.oid);
         }
+        parts = catalog::partitions(client, p.oid);
     }
     if let Some(cutoff) = p.cutoff {
         let with_bounds: Vec<&catalog::Partition> =
