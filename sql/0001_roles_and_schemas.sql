@@ -61,7 +61,25 @@ CREATE SCHEMA partitions AUTHORIZATION flowtrack_owner;
 COMMENT ON SCHEMA partitions IS 'Partitions of time-partitioned tables. Reached only through their parents.';
 
 CREATE EXTENSION IF NOT EXISTS flowtrack;
-CREATE EXTENSION IF NOT EXISTS pg_cron;
+-- pg_cron is optional: it can only be created in the database named by
+-- cron.database_name, and only when preloaded. Without it FlowTrack works and
+-- its maintenance (internal.maintenance_jobs, sql/0090_cron_jobs.sql) must be
+-- run by another scheduler.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'pg_cron')
+       AND 'pg_cron' = ANY (pg_catalog.string_to_array(pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ','))
+       AND pg_catalog.current_setting('cron.database_name', true) = pg_catalog.current_database() THEN
+        CREATE EXTENSION IF NOT EXISTS pg_cron;
+        -- pg_cron jobs are scheduled by the migrations' superuser; the owner may read them.
+        GRANT USAGE ON SCHEMA cron TO flowtrack_owner;
+    ELSE
+        RAISE NOTICE 'pg_cron is not available in database %: FlowTrack''s maintenance jobs will not be scheduled', pg_catalog.current_database()
+            USING HINT = 'Preload pg_cron with cron.database_name = ' || pg_catalog.quote_literal(pg_catalog.current_database())
+                         || ', or run the commands in internal.maintenance_jobs from another scheduler.';
+    END IF;
+END
+$$;
 CREATE EXTENSION IF NOT EXISTS citext;
 -- citext's functions are its type's I/O and operators (the ~ behind every
 -- email and slug CHECK, =, comparisons). Made under the default above, they
@@ -103,5 +121,3 @@ GRANT USAGE ON SCHEMA api TO anon, authenticated;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated;
 GRANT USAGE ON SCHEMA internal TO flowtrack_worker;
 
--- pg_cron jobs are scheduled by the migrations' superuser; the owner may read them.
-GRANT USAGE ON SCHEMA cron TO flowtrack_owner;

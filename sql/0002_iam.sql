@@ -40,6 +40,8 @@ CREATE TABLE api.subscription_plans (
     billing_interval text NOT NULL DEFAULT 'month' CHECK (billing_interval IN ('month', 'year')),
     overage_buffer numeric(4, 3) NOT NULL DEFAULT 0.20 CHECK (overage_buffer BETWEEN 0 AND 1),
     step_budget    integer NOT NULL DEFAULT 200 CHECK (step_budget BETWEEN 1 AND 100000),
+    succeeded_retention_days integer NOT NULL DEFAULT 90 CHECK (succeeded_retention_days BETWEEN 1 AND 3650),
+    failed_retention_days    integer NOT NULL DEFAULT 180 CHECK (failed_retention_days BETWEEN 1 AND 3650),
     is_public      boolean NOT NULL DEFAULT true,
     stripe_price_id text UNIQUE,
     created_at     timestamptz NOT NULL DEFAULT now(),
@@ -50,6 +52,10 @@ COMMENT ON COLUMN api.subscription_plans.overage_buffer IS
   'Fraction above a limit that is still allowed (soft overage); 0.20 lets usage reach 120% before refusing.';
 COMMENT ON COLUMN api.subscription_plans.step_budget IS
   'Most workflow steps one advance of an execution may create (one ingress such as a form submission, one job report, one due delay), and the highest settings.max_steps a workflow may publish with. Bounds the rows an anonymous caller can make a member-built loop write.';
+COMMENT ON COLUMN api.subscription_plans.succeeded_retention_days IS
+  'Days a completed execution (with its steps) is kept after it finished; seed 002 keeps successful runs 90 days.';
+COMMENT ON COLUMN api.subscription_plans.failed_retention_days IS
+  'Days a failed, timed-out or cancelled execution is kept after it finished; seed 002 keeps failures 180 days, for debugging.';
 CREATE TRIGGER touch BEFORE UPDATE ON api.subscription_plans
     FOR EACH ROW EXECUTE FUNCTION internal.touch_updated_at();
 
@@ -62,11 +68,14 @@ CREATE TABLE api.plan_limits (
 CREATE INDEX plan_limits_quota_key ON api.plan_limits (quota_key);
 COMMENT ON TABLE api.plan_limits IS 'Limit per plan and quota key; NULL limit_value means unlimited.';
 
-INSERT INTO api.subscription_plans (code, name, description, price_cents, step_budget) VALUES
-    ('free',       'Free',         'Try FlowTrack',                         0,   200),
-    ('starter',    'Starter',      'For solopreneurs',                   1900,  1000),
-    ('pro',        'Professional', 'For growing small businesses',       4900,  2000),
-    ('enterprise', 'Enterprise',   'Unlimited, with support',           29900, 10000);
+-- Retention: seed 002's 90 days for successes and 180 for failures is the
+-- floor every plan gets; the larger plans keep history longer.
+INSERT INTO api.subscription_plans (code, name, description, price_cents, step_budget,
+                                    succeeded_retention_days, failed_retention_days) VALUES
+    ('free',       'Free',         'Try FlowTrack',                         0,   200,  90, 180),
+    ('starter',    'Starter',      'For solopreneurs',                   1900,  1000,  90, 180),
+    ('pro',        'Professional', 'For growing small businesses',       4900,  2000, 180, 365),
+    ('enterprise', 'Enterprise',   'Unlimited, with support',           29900, 10000, 365, 730);
 
 INSERT INTO api.plan_limits (plan_id, quota_key, limit_value)
 SELECT p.id, l.key, l.limit_value

@@ -92,14 +92,18 @@ CREATE TABLE api.usage_events (
     PRIMARY KEY (id, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX usage_events_workspace_period ON api.usage_events (workspace_id, quota_key, period_start);
--- No index on occurred_at: monthly partitions already narrow time ranges,
--- and every index is paid on each metered event (a BRIN here cost 2-3% of
--- consume_quota's throughput at 32 clients; docs/BENCHMARKS.md, quota run 4).
+-- No index on occurred_at for every event: monthly partitions already
+-- narrow time ranges, and every index is paid on each metered event (a BRIN
+-- here cost 2-3% of consume_quota's throughput at 32 clients;
+-- docs/BENCHMARKS.md, quota run 4). Only sent emails, which the daily-stats
+-- rollup counts since its watermark, are indexed by time.
+CREATE INDEX usage_events_emails_sent ON api.usage_events (occurred_at)
+    WHERE quota_key = 'email_sends_per_month' AND event_type = 'consumed';
 COMMENT ON TABLE api.usage_events IS
   'One row per billable event (and per soft-limit crossing). Partitioned monthly by occurred_at; reconciliation sums it.';
 
 -- Idempotency keys for consume_quota. Not partitioned, so uniqueness holds
--- across months; pruned after 45 days by the maintenance job.
+-- across months; pruned after 45 days (internal.prune_usage_idempotency).
 CREATE TABLE internal.usage_idempotency (
     workspace_id    uuid NOT NULL,
     quota_key       text NOT NULL,
@@ -111,6 +115,18 @@ CREATE TABLE internal.usage_idempotency (
 CREATE INDEX usage_idempotency_created_at ON internal.usage_idempotency (created_at);
 COMMENT ON TABLE internal.usage_idempotency IS
   'Keys already counted by consume_quota, so a replay never counts twice (a replay reports the counter as it is now).';
+CREATE FUNCTION internal.prune_usage_idempotency(at timestamptz DEFAULT now(), batch integer DEFAULT 5000) RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH doomed AS (SELECT k.workspace_id, k.quota_key, k.idempotency_key FROM internal.usage_idempotency k
+                     WHERE k.created_at < at - interval '45 days' ORDER BY k.created_at LIMIT batch),
+         gone AS (DELETE FROM internal.usage_idempotency k USING doomed x
+                   WHERE (k.workspace_id, k.quota_key, k.idempotency_key) = (x.workspace_id, x.quota_key, x.idempotency_key)
+                  RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+COMMENT ON FUNCTION internal.prune_usage_idempotency(timestamptz, integer) IS
+  'Forgets up to batch consume_quota idempotency keys older than 45 days (longer than any billing period, so a replay within its period is still recognised); returns how many. Operator/pg_cron function.';
+REVOKE ALL ON FUNCTION internal.prune_usage_idempotency(timestamptz, integer) FROM PUBLIC;
 
 SELECT flowtrack.enable_tenant_isolation('api.subscriptions'::regclass, ARRAY['owner']);
 SELECT flowtrack.enable_tenant_isolation('api.usage_quotas'::regclass, ARRAY['owner'], key_scope => 'analytics');

@@ -106,12 +106,26 @@ CREATE TABLE internal.dead_jobs (
 );
 CREATE INDEX dead_jobs_workspace ON internal.dead_jobs (workspace_id, died_at DESC);
 CREATE INDEX dead_jobs_kind ON internal.dead_jobs (kind);
+-- Retention reads the oldest burials first.
+CREATE INDEX dead_jobs_died_at ON internal.dead_jobs (died_at);
 COMMENT ON TABLE internal.dead_jobs IS
   'Jobs that will not run again by themselves: failed for good, out of attempts, or cancelled. Owners and admins requeue them (api.requeue_job).';
 COMMENT ON COLUMN internal.dead_jobs.reason IS
   'failed: the worker said retrying cannot help; max_attempts: the last attempt failed; lease_expired: the last attempt''s worker vanished; cancelled: api.cancel_job.';
 COMMENT ON COLUMN internal.dead_jobs.claims IS 'The job''s claim count, carried back on requeue so old fencing tokens stay stale.';
 REVOKE ALL ON internal.jobs, internal.dead_jobs FROM PUBLIC;
+
+-- A dead job is kept 30 days for its owners to inspect and requeue; its
+-- outcome already lives in its step or delivery.
+CREATE FUNCTION internal.prune_dead_jobs(at timestamptz DEFAULT now(), batch integer DEFAULT 5000) RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH doomed AS (SELECT d.id FROM internal.dead_jobs d WHERE d.died_at < at - interval '30 days' ORDER BY d.died_at LIMIT batch),
+         gone AS (DELETE FROM internal.dead_jobs d USING doomed x WHERE d.id = x.id RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+COMMENT ON FUNCTION internal.prune_dead_jobs(timestamptz, integer) IS
+  'Deletes up to batch dead jobs buried more than 30 days before at; returns how many. Operator/pg_cron function.';
+REVOKE ALL ON FUNCTION internal.prune_dead_jobs(timestamptz, integer) FROM PUBLIC;
 
 -- Wake parked workers once an enqueuing transaction commits.
 CREATE TRIGGER wake_workers AFTER INSERT ON internal.jobs

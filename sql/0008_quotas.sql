@@ -193,6 +193,4 @@ END
 $$;
 COMMENT ON FUNCTION internal.release_quota(uuid, text, bigint) IS 'Gives gauge usage back (a workflow deactivated, a lead deleted). Returns the new used.';
 
--- pg_cron is the superuser's.
-RESET ROLE;
-SELECT cron.schedule('flowtrack-quota-rollover', '* * * * *', 'SELECT internal.roll_over_quotas()');
+-- pg_cron runs internal.roll_over_quotas every minute: sql/0090_cron_jobs.sql.

@@ -29,6 +29,8 @@ CREATE TABLE api.leads (
     UNIQUE (workspace_id, id)
 );
 CREATE UNIQUE INDEX leads_workspace_email ON api.leads (workspace_id, email) WHERE deleted_at IS NULL;
+-- The daily-stats rollup reads the leads created since its watermark.
+CREATE INDEX leads_created_at ON api.leads (created_at);
 CREATE INDEX leads_workspace_status ON api.leads (workspace_id, status) WHERE deleted_at IS NULL;
 CREATE INDEX leads_custom_fields ON api.leads USING gin (custom_fields jsonb_path_ops) WHERE deleted_at IS NULL;
 CREATE INDEX leads_tags ON api.leads USING gin (tags) WHERE deleted_at IS NULL;

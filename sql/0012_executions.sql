@@ -41,6 +41,10 @@ CREATE INDEX workflow_executions_workspace_created ON api.workflow_executions (w
 CREATE INDEX workflow_executions_workflow_status ON api.workflow_executions (workflow_id, status, created_at DESC);
 CREATE INDEX workflow_executions_version ON api.workflow_executions (workflow_id, version);
 CREATE INDEX workflow_executions_lead ON api.workflow_executions (workspace_id, lead_id);
+-- The daily-stats rollup reads executions started and finished since its
+-- watermark. Both keys grow with time, so inserts append to the right edge.
+CREATE INDEX workflow_executions_created_at ON api.workflow_executions (created_at);
+CREATE INDEX workflow_executions_completed_at ON api.workflow_executions (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX workflow_executions_unfinished ON api.workflow_executions (status)
     WHERE status IN ('queued', 'running', 'waiting');
 COMMENT ON TABLE api.workflow_executions IS
@@ -71,7 +75,8 @@ CREATE TABLE api.execution_steps (
         REFERENCES api.workflow_executions (workspace_id, id) ON DELETE CASCADE
 );
 CREATE INDEX execution_steps_execution ON api.execution_steps (workspace_id, execution_id, created_at);
-CREATE INDEX execution_steps_workspace_id ON api.execution_steps (workspace_id);
+-- No index on workspace_id alone: execution_steps_execution leads with it,
+-- which serves the workspace foreign key and RLS (25 bytes a step saved).
 CREATE INDEX execution_steps_due ON api.execution_steps (run_at) WHERE status = 'scheduled';
 COMMENT ON TABLE api.execution_steps IS 'One visit of one node within an execution, with its input, output, attempts and timing.';
 
@@ -101,7 +106,39 @@ GRANT SELECT ON api.workflow_executions, api.execution_steps, api.execution_logs
 -- Starting an execution (internal.start_execution, api.start_execution)
 -- belongs to the graph engine: sql/0031_graph_engine.sql.
 
--- pg_cron is the superuser's: keep every partitioned table's months ahead.
-RESET ROLE;
-SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);
+-- Retention. Executions are deleted, not time-partitioned: idempotency keys
+-- must stay unique across months (a partitioned table enforces uniqueness
+-- only within its partition key), a waiting run may last years, and how long
+-- a run is kept depends on its plan and its outcome, not on the month it
+-- started (docs/ARCHITECTURE.md, "History and retention"). Each run deletes
+-- one bounded batch (steps follow by cascade) and commits; pg_cron runs it
+-- every minute, so no lock is held for long and a backlog drains over runs.
+CREATE FUNCTION internal.prune_executions(at timestamptz DEFAULT now(), batch integer DEFAULT 5000) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH doomed AS (
+        SELECT x.workspace_id, x.id
+          FROM api.workspaces w
+          JOIN api.subscription_plans p ON p.id = w.plan_id
+          CROSS JOIN LATERAL (
+              -- created_at <= completed_at, so the older bound narrows the
+              -- scan of (workspace_id, created_at) before the heap is read.
+              SELECT e.workspace_id, e.id FROM api.workflow_executions e
+               WHERE e.workspace_id = w.id
+                 AND e.created_at < at - pg_catalog.make_interval(days => least(p.succeeded_retention_days, p.failed_retention_days))
+                 AND ((e.status = 'completed'
+                       AND e.completed_at < at - pg_catalog.make_interval(days => p.succeeded_retention_days))
+                   OR (e.status IN ('failed', 'cancelled', 'timed_out')
+                       AND e.completed_at < at - pg_catalog.make_interval(days => p.failed_retention_days)))
+               LIMIT batch) x
+         LIMIT batch)
+    DELETE FROM api.workflow_executions e USING doomed d WHERE e.workspace_id = d.workspace_id AND e.id = d.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION internal.prune_executions(timestamptz, integer) IS
+  'Deletes up to batch finished executions (and, by cascade, their steps) that ended before their plan''s retention: succeeded_retention_days for completed runs, failed_retention_days for failed, cancelled and timed-out ones. Queued, running and waiting runs are never deleted. Returns how many. Operator/pg_cron function (runs across tenants).';
+REVOKE ALL ON FUNCTION internal.prune_executions(timestamptz, integer) FROM PUBLIC;

@@ -324,6 +324,38 @@ COMMENT ON FUNCTION api.submit_form(text, text, jsonb, text) IS
   'Public form submission (anon): validates the answers against the form''s fields (size, nesting, types), creates the lead for a new email or only fills the empty fields of an existing one (never overwrites), logs FORM_SUBMITTED with every answer and starts every active workflow triggered by this form. Idempotent per submission_id.';
 GRANT EXECUTE ON FUNCTION api.submit_form(text, text, jsonb, text) TO anon, authenticated;
 
+-- What /p/{workspace}/{form} renders: the form's name and its questions, and
+-- nothing else (not its settings, ids or workspace). STABLE, so PostgREST
+-- serves it over GET. Unknown workspace, unknown form, inactive or deleted
+-- form: the same PT404, so a stranger learns nothing about which exists.
+CREATE FUNCTION api.public_form(workspace_slug text, form_slug text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    ws uuid := internal.workspace_by_slug(workspace_slug);
+    f api.forms;
+BEGIN
+    IF ws IS NOT NULL THEN
+        PERFORM flowtrack.act_for(ws, 'viewer');
+    END IF;
+    SELECT fo.* INTO f FROM api.forms fo
+     WHERE fo.workspace_id = ws AND fo.slug = form_slug AND fo.deleted_at IS NULL AND fo.is_active;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'form: no form "%" at "%"', form_slug, workspace_slug
+            USING ERRCODE = 'PT404', HINT = 'Check the form address /p/{workspace}/{form}.';
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'workspace_slug', workspace_slug, 'form_slug', f.slug, 'name', f.name,
+        'fields', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                'key', ff.field_key, 'label', ff.label, 'type', ff.field_type,
+                                'required', ff.required, 'options', ff.options) ORDER BY ff.position, ff.field_key)
+                              FROM api.form_fields ff WHERE ff.workspace_id = ws AND ff.form_id = f.id), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION api.public_form(text, text) IS
+  'Public (anon, GET /rpc/public_form?workspace_slug=&form_slug=): an active form''s name and its fields in order (key, label, type, required, options), which is what submit_form validates against. The same PT404 for an unknown workspace or form.';
+GRANT EXECUTE ON FUNCTION api.public_form(text, text) TO anon, authenticated;
+
 -- Ownership of the resolver goes to a role that bypasses RLS and holds
 -- nothing but SELECT on workspaces (superuser only).
 RESET ROLE;

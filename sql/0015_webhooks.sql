@@ -85,10 +85,14 @@ CREATE TABLE api.webhook_deliveries (
     job_id          uuid NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     delivered_at    timestamptz,
+    finished_at     timestamptz,
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 CREATE INDEX webhook_deliveries_endpoint ON api.webhook_deliveries (workspace_id, endpoint_id, created_at DESC);
 CREATE INDEX webhook_deliveries_job ON api.webhook_deliveries (job_id);
+-- The daily-stats rollup reads the deliveries that ended since its watermark.
+CREATE INDEX webhook_deliveries_finished ON api.webhook_deliveries (finished_at) WHERE finished_at IS NOT NULL;
+COMMENT ON COLUMN api.webhook_deliveries.finished_at IS 'When the delivery ended: succeeded, or failed for good (not set while retrying).';
 COMMENT ON TABLE api.webhook_deliveries IS
   'One row per event sent to an endpoint, updated after every attempt by internal.record_delivery: status, attempts, the last HTTP status, response (first 2 KB), duration and error. id is the webhook-id header, the same on every attempt. Partitioned monthly.';
 -- Deliveries: 180 days. The schema states no period; this is the longest an
@@ -653,7 +657,8 @@ BEGIN
            duration_ms = CASE WHEN pg_catalog.jsonb_typeof(result -> 'duration_ms') = 'number'
                               THEN least((result ->> 'duration_ms')::numeric, 2147483647)::integer END,
            last_error = pg_catalog.left(error, 2000),
-           delivered_at = CASE WHEN outcome = 'succeeded' THEN pg_catalog.now() END
+           delivered_at = CASE WHEN outcome = 'succeeded' THEN pg_catalog.now() END,
+           finished_at = CASE WHEN outcome <> 'retrying' THEN pg_catalog.now() END
      WHERE d.job_id = record_delivery.job_id AND d.workspace_id = ws
     RETURNING d.endpoint_id INTO endpoint;
     IF endpoint IS NULL OR outcome = 'retrying' THEN
@@ -714,5 +719,3 @@ GRANT SELECT (id, workspace_id, workflow_id, token_hash, is_active) ON api.inbou
 ALTER FUNCTION internal.inbound_webhook_by_token(text) OWNER TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.inbound_token_hash(text) TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.inbound_webhook_by_token(text) TO flowtrack_owner;
-SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);

@@ -166,46 +166,97 @@ CREATE TABLE api.workspace_daily_stats (
     PRIMARY KEY (workspace_id, day)
 );
 COMMENT ON TABLE api.workspace_daily_stats IS
-  'Pre-aggregated daily counters per workspace (UTC days) for dashboards; recomputed by pg_cron, so eventually consistent (a few minutes).';
+  'Pre-aggregated daily counters per workspace (UTC days) for dashboards; added to every minute by internal.roll_up_daily_stats (pg_cron), so eventually consistent (about a minute).';
 SELECT flowtrack.enable_tenant_isolation('api.workspace_daily_stats'::regclass, ARRAY['owner'], key_scope => 'analytics');
 GRANT SELECT ON api.workspace_daily_stats TO authenticated;
 
--- Recomputes (not increments) a day, so running it twice is harmless.
-CREATE FUNCTION internal.rollup_daily_stats(day date DEFAULT (now() AT TIME ZONE 'UTC')::date)
-RETURNS integer
-LANGUAGE sql AS $$
-    WITH bounds AS (SELECT (day::timestamp AT TIME ZONE 'UTC') AS lo, ((day + 1)::timestamp AT TIME ZONE 'UTC') AS hi),
-    counts AS (
-        SELECT workspace_id, count(*) AS leads, 0 AS started, 0 AS completed, 0 AS failed, 0 AS emails, 0 AS ok, 0 AS ko
-          FROM api.leads, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id
-        UNION ALL
-        SELECT workspace_id, 0, count(*), count(*) FILTER (WHERE status = 'completed'),
-               count(*) FILTER (WHERE status IN ('failed', 'timed_out')), 0, 0, 0
-          FROM api.workflow_executions, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id
-        UNION ALL
-        SELECT workspace_id, 0, 0, 0, 0, sum(amount), 0, 0
-          FROM api.usage_events, bounds
-         WHERE occurred_at >= lo AND occurred_at < hi AND quota_key = 'email_sends_per_month' AND event_type = 'consumed'
-         GROUP BY workspace_id
-        UNION ALL
-        SELECT workspace_id, 0, 0, 0, 0, 0, count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed')
-          FROM api.webhook_deliveries, bounds WHERE created_at >= lo AND created_at < hi GROUP BY workspace_id),
-    upserted AS (
-        INSERT INTO api.workspace_daily_stats AS s (workspace_id, day, leads_created, executions_started, executions_completed,
-                                                    executions_failed, emails_sent, webhooks_delivered, webhooks_failed)
-        SELECT workspace_id, day, sum(leads), sum(started), sum(completed), sum(failed), sum(emails), sum(ok), sum(ko)
-          FROM counts GROUP BY workspace_id
-        ON CONFLICT (workspace_id, day) DO UPDATE
-           SET leads_created = excluded.leads_created, executions_started = excluded.executions_started,
-               executions_completed = excluded.executions_completed, executions_failed = excluded.executions_failed,
-               emails_sent = excluded.emails_sent, webhooks_delivered = excluded.webhooks_delivered,
-               webhooks_failed = excluded.webhooks_failed, refreshed_at = now()
-        RETURNING 1)
-    SELECT count(*)::integer FROM upserted
-$$;
-COMMENT ON FUNCTION internal.rollup_daily_stats(date) IS
-  'Recomputes workspace_daily_stats for one UTC day from leads, executions, usage events and deliveries. Operator/pg_cron function (runs across tenants).';
+-- Incremental: each run adds what happened in [watermark, horizon) and moves
+-- the watermark in the same transaction, so a second run adds nothing and no
+-- run ever rescans history (nor undoes a day whose rows retention deleted).
+-- Rows are bucketed by their own UTC day, so a run spanning midnight splits
+-- correctly. The horizon stays behind every open transaction: a row is
+-- stamped with its transaction's now() or later, so one not yet committed is
+-- never older than its transaction's start.
+CREATE TABLE internal.daily_stats_watermark (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    upto      timestamptz NOT NULL
+);
+COMMENT ON TABLE internal.daily_stats_watermark IS
+  'Everything stamped before upto is counted in api.workspace_daily_stats. One row; its lock serialises rollups.';
+INSERT INTO internal.daily_stats_watermark (upto) VALUES ('-infinity');
 
-RESET ROLE;
-SELECT cron.schedule('flowtrack-daily-stats', '*/5 * * * *',
-    $$SELECT internal.rollup_daily_stats(); SELECT internal.rollup_daily_stats(((now() AT TIME ZONE 'UTC') - interval '1 day')::date)$$);
+CREATE FUNCTION internal.daily_stats_horizon() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    -- A transaction open for more than an hour (a forgotten session) stops
+    -- holding the dashboards back; what it commits later is not counted.
+    SELECT greatest(pg_catalog.clock_timestamp() - interval '1 hour',
+                    least(pg_catalog.clock_timestamp(),
+                          (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+                            WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
+                              AND a.backend_type IN ('client backend', 'background worker')
+                              AND a.xact_start IS NOT NULL)))
+$$;
+COMMENT ON FUNCTION internal.daily_stats_horizon() IS
+  'How far the daily-stats rollup may count: now, or the start of the oldest transaction still open in this database (its rows may not be visible yet), but never more than an hour back.';
+
+CREATE FUNCTION internal.roll_up_daily_stats() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lo timestamptz;
+    hi timestamptz;
+    n  integer;
+BEGIN
+    SELECT w.upto INTO lo FROM internal.daily_stats_watermark w FOR UPDATE;
+    -- Read after the lock: a rollup that waited for another sees its horizon move on.
+    hi := internal.daily_stats_horizon();
+    IF hi <= lo THEN
+        RETURN 0;
+    END IF;
+    WITH counts AS (
+        SELECT l.workspace_id, (l.created_at AT TIME ZONE 'UTC')::date AS day,
+               count(*) AS leads, 0 AS started, 0 AS completed, 0 AS failed, 0 AS emails, 0 AS ok, 0 AS ko
+          FROM api.leads l WHERE l.created_at >= lo AND l.created_at < hi GROUP BY 1, 2
+        UNION ALL
+        SELECT e.workspace_id, (e.created_at AT TIME ZONE 'UTC')::date, 0, count(*), 0, 0, 0, 0, 0
+          FROM api.workflow_executions e WHERE e.created_at >= lo AND e.created_at < hi GROUP BY 1, 2
+        UNION ALL
+        SELECT e.workspace_id, (e.completed_at AT TIME ZONE 'UTC')::date, 0, 0,
+               count(*) FILTER (WHERE e.status = 'completed'), count(*) FILTER (WHERE e.status IN ('failed', 'timed_out')), 0, 0, 0
+          FROM api.workflow_executions e WHERE e.completed_at >= lo AND e.completed_at < hi GROUP BY 1, 2
+        UNION ALL
+        SELECT u.workspace_id, (u.occurred_at AT TIME ZONE 'UTC')::date, 0, 0, 0, 0, sum(u.amount), 0, 0
+          FROM api.usage_events u
+         WHERE u.occurred_at >= lo AND u.occurred_at < hi AND u.quota_key = 'email_sends_per_month' AND u.event_type = 'consumed'
+         GROUP BY 1, 2
+        UNION ALL
+        SELECT d.workspace_id, (d.finished_at AT TIME ZONE 'UTC')::date, 0, 0, 0, 0, 0,
+               count(*) FILTER (WHERE d.status = 'succeeded'), count(*) FILTER (WHERE d.status = 'failed')
+          FROM api.webhook_deliveries d WHERE d.finished_at >= lo AND d.finished_at < hi GROUP BY 1, 2),
+    summed AS (
+        SELECT c.workspace_id, c.day, sum(c.leads)::integer AS leads, sum(c.started)::integer AS started,
+               sum(c.completed)::integer AS completed, sum(c.failed)::integer AS failed, sum(c.emails)::integer AS emails,
+               sum(c.ok)::integer AS ok, sum(c.ko)::integer AS ko
+          FROM counts c
+         -- A workspace deleted meanwhile has no stats row to add to.
+         WHERE EXISTS (SELECT 1 FROM api.workspaces w WHERE w.id = c.workspace_id)
+         GROUP BY 1, 2)
+    INSERT INTO api.workspace_daily_stats AS s (workspace_id, day, leads_created, executions_started, executions_completed,
+                                                executions_failed, emails_sent, webhooks_delivered, webhooks_failed)
+    SELECT m.workspace_id, m.day, m.leads, m.started, m.completed, m.failed, m.emails, m.ok, m.ko FROM summed m
+    ON CONFLICT (workspace_id, day) DO UPDATE
+       SET leads_created = s.leads_created + excluded.leads_created,
+           executions_started = s.executions_started + excluded.executions_started,
+           executions_completed = s.executions_completed + excluded.executions_completed,
+           executions_failed = s.executions_failed + excluded.executions_failed,
+           emails_sent = s.emails_sent + excluded.emails_sent,
+           webhooks_delivered = s.webhooks_delivered + excluded.webhooks_delivered,
+           webhooks_failed = s.webhooks_failed + excluded.webhooks_failed,
+           refreshed_at = pg_catalog.now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE internal.daily_stats_watermark SET upto = hi;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION internal.roll_up_daily_stats() IS
+  'Adds the leads, executions started and finished, emails sent and deliveries ended since the watermark to api.workspace_daily_stats (by each row''s UTC day), then moves the watermark, in one transaction: idempotent, no rescans. Returns the stats rows touched. Operator/pg_cron function (runs across tenants).';
+REVOKE ALL ON FUNCTION internal.roll_up_daily_stats(), internal.daily_stats_horizon() FROM PUBLIC;

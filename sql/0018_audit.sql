@@ -127,7 +127,3 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON api.subscriptions
     FOR EACH ROW EXECUTE FUNCTION internal.audit('subscription');
 CREATE TRIGGER audit AFTER UPDATE ON api.workspaces
     FOR EACH ROW EXECUTE FUNCTION internal.audit('workspace');
-
-RESET ROLE;
-SELECT cron.schedule('flowtrack-partitions', '17 3 * * *',
-    $$SELECT count(*) FROM flowtrack.run_maintenance()$$);

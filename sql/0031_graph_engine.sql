@@ -133,6 +133,116 @@ COMMENT ON FUNCTION api.publish_workflow(uuid, text) IS
   'Validates the draft graph and settings and snapshots it as the next immutable version, which new executions run; running executions keep theirs. 400 (23514) listing every problem in the detail when validation fails.';
 GRANT EXECUTE ON FUNCTION api.publish_workflow(uuid, text) TO authenticated;
 
+-- ------------------------------------------------------------- versions ----
+-- Versions are append-only (0005). A rollback publishes an old graph as a
+-- new head and puts the draft back to it; history is never edited.
+
+CREATE FUNCTION internal.version_graph(w api.workflows, version integer, field text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    g jsonb;
+BEGIN
+    IF version IS NULL THEN
+        RETURN internal.workflow_graph(w.id);
+    END IF;
+    SELECT v.graph INTO g FROM api.workflow_versions v WHERE v.workflow_id = w.id AND v.version = version_graph.version;
+    IF g IS NULL THEN
+        RAISE EXCEPTION '%: workflow % has no version %', field, w.id, version
+            USING ERRCODE = 'PT404', HINT = 'List its versions with GET /workflow_versions?workflow_id=eq.<id>.';
+    END IF;
+    RETURN g;
+END
+$$;
+COMMENT ON FUNCTION internal.version_graph(api.workflows, integer, text) IS
+  'The graph of one published version of w, or its draft when version is NULL; PT404 naming field when there is no such version.';
+
+CREATE FUNCTION api.diff_workflow_versions(workflow_id uuid, from_version integer, to_version integer DEFAULT NULL)
+RETURNS TABLE (kind text, key text, change text, fields text[], before jsonb, after jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    w api.workflows := internal.find_workflow(workflow_id);
+    a jsonb := internal.version_graph(w, from_version, 'from_version');
+    b jsonb := internal.version_graph(w, to_version, 'to_version');
+BEGIN
+    RETURN QUERY
+    WITH old AS (SELECT 'node'::text AS kind, n ->> 'id' AS key, n #- '{ui,$rf}' AS doc
+                   FROM pg_catalog.jsonb_array_elements(a -> 'nodes') n
+                 UNION ALL
+                 SELECT 'edge', e ->> 'id', e #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(a -> 'edges') e),
+         new AS (SELECT 'node'::text AS kind, n ->> 'id' AS key, n #- '{ui,$rf}' AS doc
+                   FROM pg_catalog.jsonb_array_elements(b -> 'nodes') n
+                 UNION ALL
+                 SELECT 'edge', e ->> 'id', e #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(b -> 'edges') e)
+    SELECT coalesce(o.kind, n.kind), coalesce(o.key, n.key),
+           CASE WHEN o.doc IS NULL THEN 'added' WHEN n.doc IS NULL THEN 'removed' ELSE 'changed' END,
+           CASE WHEN o.doc IS NOT NULL AND n.doc IS NOT NULL THEN
+               (SELECT pg_catalog.array_agg(k ORDER BY k)
+                  FROM (SELECT pg_catalog.jsonb_object_keys(o.doc) UNION SELECT pg_catalog.jsonb_object_keys(n.doc)) x (k)
+                 WHERE (o.doc -> x.k) IS DISTINCT FROM (n.doc -> x.k)) END,
+           o.doc, n.doc
+      FROM old o FULL JOIN new n ON n.kind = o.kind AND n.key = o.key
+     WHERE o.doc IS DISTINCT FROM n.doc
+     ORDER BY 1 DESC, 2;
+END
+$$;
+COMMENT ON FUNCTION api.diff_workflow_versions(uuid, integer, integer) IS
+  'What changed from one version of a workflow to another (to_version NULL: the draft): one row per node or edge (by id) added, removed or changed, with the top-level fields that differ (type, data, position, ui, source, target, condition, ...), and both sides. Canvas ordering alone is not a change.';
+GRANT EXECUTE ON FUNCTION api.diff_workflow_versions(uuid, integer, integer) TO authenticated;
+
+CREATE FUNCTION api.rollback_workflow(workflow_id uuid, to_version integer, change_note text DEFAULT NULL)
+RETURNS TABLE (version integer, rolled_back_to integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+    graph jsonb;
+    found jsonb;
+    n integer;
+    next_version integer;
+BEGIN
+    IF to_version IS NULL THEN
+        RAISE EXCEPTION 'to_version: required'
+            USING ERRCODE = '22023', HINT = 'Name the published version to go back to.';
+    END IF;
+    graph := internal.version_graph(w, to_version, 'to_version');
+    IF to_version = w.published_version THEN
+        RAISE EXCEPTION 'to_version: version % is already the published version of workflow %', to_version, w.id
+            USING ERRCODE = 'PT409', HINT = 'Roll back to an earlier version.';
+    END IF;
+    -- Node types and plan limits may have changed since that version was published.
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), pg_catalog.count(*) INTO found, n
+      FROM (SELECT * FROM flowtrack.validate_graph(graph::text) UNION ALL SELECT * FROM internal.settings_problems(w)) v;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'to_version: version % of workflow % no longer validates (% problem(s)); first: %',
+                        to_version, w.id, n, found -> 0 ->> 'message'
+            USING ERRCODE = '23514', DETAIL = found::text,
+                  HINT = 'Fix the draft and publish it instead (POST /rpc/validate_workflow lists the problems).';
+    END IF;
+    SELECT coalesce(max(v.version), 0) + 1 INTO next_version FROM api.workflow_versions v WHERE v.workflow_id = w.id;
+    INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
+    VALUES (w.workspace_id, w.id, next_version, graph,
+            coalesce(change_note, pg_catalog.format('Rollback to version %s', to_version)), flowtrack.current_user_id());
+    UPDATE api.workflows x SET published_version = next_version, published_at = pg_catalog.now() WHERE x.id = w.id;
+    -- The draft follows, so the next publish starts from what now runs.
+    DELETE FROM api.workflow_edges e WHERE e.workflow_id = w.id;
+    DELETE FROM api.workflow_nodes d WHERE d.workflow_id = w.id;
+    INSERT INTO api.workflow_nodes (workspace_id, workflow_id, node_key, node_type, label, config, position, ui)
+    SELECT w.workspace_id, w.id, d ->> 'id', d ->> 'type', d #>> '{data,label}', coalesce(d #> '{data,config}', '{}'),
+           coalesce(d -> 'position', '{"x":0,"y":0}'), coalesce(d -> 'ui', '{}')
+      FROM pg_catalog.jsonb_array_elements(graph -> 'nodes') d;
+    INSERT INTO api.workflow_edges (workspace_id, workflow_id, edge_key, source_key, target_key, source_handle,
+                                    target_handle, condition, label, ui)
+    SELECT w.workspace_id, w.id, e ->> 'id', e ->> 'source', e ->> 'target', e ->> 'sourceHandle', e ->> 'targetHandle',
+           CASE WHEN pg_catalog.jsonb_typeof(e -> 'condition') = 'null' THEN NULL ELSE e -> 'condition' END,
+           e ->> 'label', coalesce(e -> 'ui', '{}')
+      FROM pg_catalog.jsonb_array_elements(graph -> 'edges') e;
+    RETURN QUERY SELECT next_version, to_version;
+END
+$$;
+COMMENT ON FUNCTION api.rollback_workflow(uuid, integer, text) IS
+  'Publishes the graph of an earlier version as the next version (history is never edited) and resets the draft to it; new executions run it, running ones keep theirs. PT404 for an unknown version, PT409 for the version already published, 400 (23514) when that graph no longer validates. Viewers are refused.';
+GRANT EXECUTE ON FUNCTION api.rollback_workflow(uuid, integer, text) TO authenticated;
+
 CREATE FUNCTION internal.store_flow(w api.workflows, flow jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -510,4 +620,3 @@ GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtr
 ALTER FUNCTION internal.step_workspace(uuid) OWNER TO flowtrack_resolver;
 ALTER FUNCTION internal.due_steps(integer) OWNER TO flowtrack_resolver;
 GRANT EXECUTE ON FUNCTION internal.step_workspace(uuid), internal.due_steps(integer) TO flowtrack_owner;
-SELECT cron.schedule('flowtrack-due-steps', '* * * * *', 'SELECT internal.run_due_steps()');

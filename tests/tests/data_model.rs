@@ -603,24 +603,53 @@ async fn templates_search_and_instantiate() {
 async fn daily_stats_roll_up_per_workspace() {
     let db = connect().await;
     let t = fixtures::tenant(&db, "pro").await;
-    fixtures::populate(&db, &t).await;
-    db.execute("SELECT internal.rollup_daily_stats()", &[])
-        .await
-        .unwrap();
-    db.execute("SELECT internal.rollup_daily_stats()", &[])
-        .await
-        .unwrap();
-    let row = db
-        .query_one(
-            "SELECT leads_created, executions_started FROM api.workspace_daily_stats
-              WHERE workspace_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap();
+    let wf = fixtures::published_workflow(&db, &t, "stats").await;
+    db.execute(
+        "UPDATE api.workflows SET status = 'active' WHERE id = $1",
+        &[&wf],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO api.leads (workspace_id, email) VALUES ($1, 'counted@example.test')",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT internal.start_execution($1, $2, 'manual', '{}', 'stats')",
+        &[&t.workspace_id, &wf],
+    )
+    .await
+    .unwrap();
+    let read = "SELECT leads_created, executions_started FROM api.workspace_daily_stats
+                 WHERE workspace_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date";
+    // Other tests' open transactions hold the watermark back a little.
+    let mut seen = None;
+    for _ in 0..300 {
+        db.execute("SELECT internal.roll_up_daily_stats()", &[])
+            .await
+            .unwrap();
+        seen = db
+            .query_opt(read, &[&t.workspace_id])
+            .await
+            .unwrap()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)));
+        if seen == Some((1, 1)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some((1, 1)), "the lead and the execution, once each");
+    for _ in 0..2 {
+        db.execute("SELECT internal.roll_up_daily_stats()", &[])
+            .await
+            .unwrap();
+    }
+    let row = db.query_one(read, &[&t.workspace_id]).await.unwrap();
     assert_eq!(
         (row.get::<_, i32>(0), row.get::<_, i32>(1)),
         (1, 1),
-        "recomputed, not double-counted"
+        "incremental, not double-counted"
     );
 }

@@ -542,7 +542,8 @@ async fn anon_and_worker_execute_exactly_their_entry_points() {
 }
 
 /// The hook and what it calls, the public entry points, the claim readers.
-const ANON_EXECUTES: [&str; 15] = [
+const ANON_EXECUTES: [&str; 16] = [
+    "api.public_form(text,text)",
     "api.receive_webhook(text,jsonb,text)",
     "api.search_templates(text,text)",
     "api.submit_form(text,text,jsonb,text)",
