@@ -3,7 +3,9 @@
 # update lead) at 1, 8 and 32 clients with pgbench: the graph engine
 # (internal.start_execution) against a hand-written PL/pgSQL walk of the
 # same graph over the same tables, in the same run. Also counts commits per
-# execution from pg_stat_database.
+# execution from pg_stat_database. What execution logging costs: the engine
+# also runs with flowtrack.execution_logs = off (the operator's switch) in
+# the same rounds, and the log's bytes per line are measured at the end.
 set -euo pipefail
 # BENCH_PSQL runs psql as the cluster's OS user through as_pg (as ./dev does).
 as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
@@ -31,10 +33,14 @@ DURATION=${BENCH_SECONDS:-10}
 # quota row, the workflow counters, the leads), so no run starts on the long
 # version chains the previous run left on them, and a CHECKPOINT, so no run
 # pays for the previous one's dirty pages.
+# Side "nolog" is the engine with execution logging switched off for its
+# sessions (a superuser setting, passed as a connection option).
 tps() {
+  local script=$1 opts=
+  [[ $1 == nolog ]] && { script=engine; opts="-c flowtrack.execution_logs=off"; }
   psql_ -c "VACUUM api.usage_quotas, api.workflows, api.leads" -c CHECKPOINT >/dev/null
-  (cd / && sudo -u postgres "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared \
-      -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" -f "$tmp/$1.sql" "$BENCH_DB" 2>&1) \
+  (cd / && sudo -u postgres env PGOPTIONS="$opts" "$PGBENCH" -h "$BENCH_HOST" -p "$BENCH_PORT" -U postgres -n -M prepared \
+      -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" -f "$tmp/$script.sql" "$BENCH_DB" 2>&1) \
     | awk '/^tps/ { printf "%.0f", $3 }'
 }
 commits() { psql_ -tAc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
@@ -53,17 +59,23 @@ done
 # ratio the median of the per-round ratios with its range.
 ROUNDS=${BENCH_ROUNDS:-5}
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-echo "| clients | engine (exec/s) | hand-written PL/pgSQL (exec/s) | ratio (min-max) |"
-echo "| ---: | ---: | ---: | ---: |"
+range() { local s; s=$(printf '%s\n' "$@" | sort -g); printf '%.2f-%.2f' "$(head -n1 <<<"$s")" "$(tail -n1 <<<"$s")"; }
+echo "| clients | engine (exec/s) | hand-written PL/pgSQL (exec/s) | ratio (min-max) | engine, logs off (exec/s) | logs on / off (min-max) |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
 for c in 1 8 32; do
-  es=() ps=() rs=()
+  es=() ps=() ns=() rs=() ls=()
   for ((r = 0; r < ROUNDS; r++)); do
-    if (( r % 2 )); then p=$(tps plpgsql "$c"); e=$(tps engine "$c"); else e=$(tps engine "$c"); p=$(tps plpgsql "$c"); fi
-    es+=("$e") ps+=("$p") rs+=("$(awk -v a="$e" -v b="$p" 'BEGIN { print a / b }')")
+    if (( r % 2 )); then
+      n=$(tps nolog "$c"); p=$(tps plpgsql "$c"); e=$(tps engine "$c")
+    else
+      e=$(tps engine "$c"); p=$(tps plpgsql "$c"); n=$(tps nolog "$c")
+    fi
+    es+=("$e") ps+=("$p") ns+=("$n")
+    rs+=("$(awk -v a="$e" -v b="$p" 'BEGIN { print a / b }')")
+    ls+=("$(awk -v a="$e" -v b="$n" 'BEGIN { print a / b }')")
   done
-  sorted=$(printf '%s\n' "${rs[@]}" | sort -g)
-  printf '| %s | %.0f | %.0f | %.2fx (%.2f-%.2f) |\n' "$c" "$(median "${es[@]}")" "$(median "${ps[@]}")" \
-    "$(median "${rs[@]}")" "$(head -n1 <<<"$sorted")" "$(tail -n1 <<<"$sorted")"
+  printf '| %s | %.0f | %.0f | %.2fx (%s) | %.0f | %.2fx (%s) |\n' "$c" "$(median "${es[@]}")" "$(median "${ps[@]}")" \
+    "$(median "${rs[@]}")" "$(range "${rs[@]}")" "$(median "${ns[@]}")" "$(median "${ls[@]}")" "$(range "${ls[@]}")"
 done
 # One commit per execution: a fixed number of engine transactions, the
 # commit counter before and after (the two psql reads commit once each).
@@ -78,4 +90,16 @@ qualified=$(psql_ -tAc "SELECT count(*) FILTER (WHERE s.node_key = 'mark') || '/
                          FROM api.execution_steps s JOIN api.workflow_executions e ON e.id = s.execution_id
                         WHERE e.workflow_id = '00000000-0000-4000-8000-00000000bf01'")
 echo "engine executions that reached 'mark' / all: $qualified"
+# The log's cost in bytes: every partition's heap, index and TOAST over the
+# lines stored, and lines per logged execution.
+psql_ -c "VACUUM ANALYZE api.execution_logs" >/dev/null
+psql_ -tAc "SELECT format('execution_logs: %s lines, %s per logged execution, %s bytes per line (table %s + index %s)',
+                          n, round(n::numeric / nullif(e, 0), 2), round(t::numeric / nullif(n, 0)),
+                          round(h::numeric / nullif(n, 0)), round(i::numeric / nullif(n, 0)))
+              FROM (SELECT (SELECT count(*) FROM api.execution_logs) AS n,
+                           (SELECT count(DISTINCT execution_id) FROM api.execution_logs) AS e,
+                           sum(pg_total_relation_size(c.inhrelid)) AS t,
+                           sum(pg_table_size(c.inhrelid)) AS h,
+                           sum(pg_indexes_size(c.inhrelid)) AS i
+                      FROM pg_inherits c WHERE c.inhparent = 'api.execution_logs'::regclass) x"
 rm -rf "$tmp"

@@ -152,6 +152,44 @@ END
 $$;
 COMMENT ON FUNCTION internal.lock_workflow(uuid) IS 'The caller''s workflow, row-locked; PT404 when it is not in the caller''s workspace.';
 
+-- The workflows gauge counts workflows that are active and not deleted, and
+-- only these triggers move it: activating, pausing, archiving, deleting,
+-- soft-deleting or restoring, by RPC or by a client's PATCH of deleted_at.
+-- Row triggers limited to the two columns, so the per-execution counter
+-- updates of a workflow row never fire them.
+CREATE FUNCTION internal.count_workflow_slot() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    was boolean := TG_OP <> 'INSERT' AND OLD.status = 'active' AND OLD.deleted_at IS NULL;
+    is_now boolean := TG_OP <> 'DELETE' AND NEW.status = 'active' AND NEW.deleted_at IS NULL;
+BEGIN
+    IF is_now AND NOT was THEN
+        PERFORM internal.consume_quota(NEW.workspace_id, 'workflows', 1);
+    ELSIF was AND NOT is_now THEN
+        PERFORM internal.release_quota(OLD.workspace_id, 'workflows', 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.count_workflow_slot() IS
+  'AFTER INSERT/UPDATE OF status, deleted_at/DELETE on workflows: takes a workflows slot when a workflow becomes active and not deleted (PT429 over the plan), gives it back when it stops being so (paused, archived, deleted, soft-deleted).';
+CREATE TRIGGER workflows_slot AFTER INSERT OR UPDATE OF status, deleted_at OR DELETE ON api.workflows
+    FOR EACH ROW EXECUTE FUNCTION internal.count_workflow_slot();
+
+CREATE FUNCTION api.archive_workflow(workflow_id uuid)
+RETURNS api.workflows
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+DECLARE
+    w api.workflows := internal.lock_workflow(workflow_id);
+BEGIN
+    UPDATE api.workflows x SET status = 'archived' WHERE x.id = w.id RETURNING * INTO w;  -- frees an active slot
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION api.archive_workflow(uuid) IS
+  'Archives a workflow (kept for history, never triggered); an active one frees its slot. Activate it again to bring it back. Idempotent; viewers are refused.';
+GRANT EXECUTE ON FUNCTION api.archive_workflow(uuid) TO authenticated;
+
 CREATE FUNCTION api.activate_workflow(workflow_id uuid)
 RETURNS api.workflows
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
@@ -165,7 +203,7 @@ BEGIN
         RAISE EXCEPTION 'workflow_id: workflow % has no published version', workflow_id
             USING ERRCODE = 'PT409', HINT = 'Publish the workflow before activating it.';
     END IF;
-    PERFORM internal.consume_quota(w.workspace_id, 'workflows', 1);
+    -- The slot is taken by the workflows_slot trigger (PT429 when none is left).
     UPDATE api.workflows SET status = 'active' WHERE id = w.id RETURNING * INTO w;
     RETURN w;
 END
@@ -183,8 +221,7 @@ BEGIN
     IF w.status <> 'active' THEN
         RETURN w;
     END IF;
-    UPDATE api.workflows SET status = 'paused' WHERE id = w.id RETURNING * INTO w;
-    PERFORM internal.release_quota(w.workspace_id, 'workflows', 1);
+    UPDATE api.workflows SET status = 'paused' WHERE id = w.id RETURNING * INTO w;  -- frees the slot (workflows_slot)
     RETURN w;
 END
 $$;

@@ -2,6 +2,7 @@
 -- on, with an idempotency key unique per workflow. Steps and logs hold what
 -- the graph engine (0031) does with it.
 SELECT flowtrack.version();
+GRANT EXECUTE ON FUNCTION flowtrack.execution_logs_flushing() TO flowtrack_owner;
 SET LOCAL ROLE flowtrack_owner;
 
 CREATE TABLE api.workflow_executions (
@@ -80,20 +81,34 @@ CREATE INDEX execution_steps_execution ON api.execution_steps (workspace_id, exe
 CREATE INDEX execution_steps_due ON api.execution_steps (run_at) WHERE status = 'scheduled';
 COMMENT ON TABLE api.execution_steps IS 'One visit of one node within an execution, with its input, output, attempts and timing.';
 
+-- Log lines cost bytes on every execution kept (issue 11: table + index
+-- bytes per execution, with its steps and lines, at most 1 KB): no
+-- surrogate key (lines are appended, read by execution, never updated or
+-- referenced), one index, short messages (a line names its step, it does
+-- not copy the step's output), data NULL unless there is something to add.
+-- Columns in alignment order: no padding between them.
 CREATE TABLE api.execution_logs (
-    id           uuid NOT NULL DEFAULT gen_random_uuid(),
     workspace_id uuid NOT NULL,
     execution_id uuid NOT NULL,
     step_id      uuid,
-    level        text NOT NULL DEFAULT 'info' CHECK (level IN ('debug', 'info', 'warn', 'error')),
-    message      text NOT NULL,
-    metadata     jsonb NOT NULL DEFAULT '{}',
     created_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, created_at)
+    -- bigint, as on steps: a delay step lasts up to ten years.
+    duration_ms  bigint,
+    seq          integer NOT NULL DEFAULT 1,
+    level        text NOT NULL DEFAULT 'info' CHECK (level IN ('debug', 'info', 'warn', 'error')),
+    message      text NOT NULL CHECK (length(message) <= 400),
+    data         jsonb
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX execution_logs_execution ON api.execution_logs (execution_id, created_at);
-CREATE INDEX execution_logs_workspace ON api.execution_logs (workspace_id, created_at DESC);
-COMMENT ON TABLE api.execution_logs IS 'Detailed execution log lines. Partitioned monthly by created_at; old months are dropped, not deleted.';
+-- explain_execution and GET /execution_logs?execution_id=eq.… read one
+-- execution's lines; the tenant policy then filters them by workspace_id.
+-- One key per execution: B-tree deduplication keeps a run's lines in one
+-- posting list.
+CREATE INDEX execution_logs_execution ON api.execution_logs (execution_id);
+COMMENT ON TABLE api.execution_logs IS
+  'One line per step event of an execution (started, completed, failed, retrying, waiting), written by the graph engine in the event''s transaction with one INSERT per transaction. Ordered by (created_at, seq). Partitioned monthly by created_at; old months are dropped, not deleted.';
+COMMENT ON COLUMN api.execution_logs.step_id IS 'The step the line is about (api.execution_steps.id); NULL for a line about the whole execution.';
+COMMENT ON COLUMN api.execution_logs.duration_ms IS 'Milliseconds from the step''s start to this event (0 for a step that ran inline); NULL for a start.';
+COMMENT ON COLUMN api.execution_logs.seq IS 'Order of the line among those its transaction wrote (they share created_at, the commit''s clock).';
 
 -- Execution logs: 90 days (seed 000), monthly partitions dropped whole.
 SELECT internal.manage_partitions('api.execution_logs', 'monthly', premake => 4, retention => interval '90 days');
@@ -102,6 +117,14 @@ SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'executions')
   FROM unnest(ARRAY['api.workflow_executions', 'api.execution_steps', 'api.execution_logs']::regclass[]) AS t;
 -- Executions are written by the engine only; members read them.
 GRANT SELECT ON api.workflow_executions, api.execution_steps, api.execution_logs TO authenticated;
+-- The engine writes a transaction's log lines with one INSERT at commit,
+-- which may hold several workspaces' lines (a worker's batch of job
+-- reports): admitted while the engine's flush runs (graph/logs.rs), and
+-- only for the owner, whose role the flush takes.
+CREATE POLICY engine_flush ON api.execution_logs FOR INSERT TO flowtrack_owner
+    WITH CHECK ((SELECT flowtrack.execution_logs_flushing()));
+COMMENT ON POLICY engine_flush ON api.execution_logs IS
+  'The graph engine''s one INSERT per transaction of execution log lines (flowtrack.execution_logs_flushing() is true only around it); every other write goes through the tenant policies.';
 
 -- Starting an execution (internal.start_execution, api.start_execution)
 -- belongs to the graph engine: sql/0031_graph_engine.sql.

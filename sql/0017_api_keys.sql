@@ -24,7 +24,7 @@ CREATE TABLE auth.api_key_scopes (
 COMMENT ON TABLE auth.api_key_scopes IS
   'What each API-key scope resource covers: tables (GET needs resource:read or :write, other methods resource:write) and RPC paths. Each tenant table names the same resource in its key_scope_* policies (a test keeps the two equal); tables listed nowhere are closed to keys.';
 INSERT INTO auth.api_key_scopes (resource, tables, rpc_read, rpc_write) VALUES
-    ('workflows',  '{workflows,workflow_nodes,workflow_edges,workflow_versions}', '{}',
+    ('workflows',  '{workflows,workflow_nodes,workflow_edges,workflow_versions,workflow_schedules}', '{}',
                    '{activate_workflow,deactivate_workflow,create_workflow_from_template}'),
     ('leads',      '{leads,lead_events}', '{}', '{}'),
     ('executions', '{workflow_executions,execution_steps,execution_logs}', '{}', '{start_execution}'),

@@ -14,7 +14,8 @@ GRANT EXECUTE ON FUNCTION
     flowtrack.n8n_to_flow(text),
     flowtrack.run_execution(uuid, uuid, uuid, integer, text, text, uuid, integer, integer),
     flowtrack.complete_step(uuid, text),
-    flowtrack.fail_step(uuid, text)
+    flowtrack.fail_step(uuid, text),
+    flowtrack.log_execution_event(uuid, uuid, uuid, text, text, jsonb, bigint)
 TO flowtrack_owner;
 SET LOCAL ROLE flowtrack_owner;
 
@@ -374,15 +375,42 @@ COMMENT ON FUNCTION api.explain_workflow(uuid, jsonb) IS
 GRANT EXECUTE ON FUNCTION api.explain_workflow(uuid, jsonb) TO authenticated;
 
 CREATE FUNCTION api.explain_execution(execution_id uuid)
-RETURNS TABLE (node text, node_type text, runs boolean, reason text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
-    SELECT x.* FROM api.workflow_executions e
-      JOIN api.workflow_versions v ON v.workflow_id = e.workflow_id AND v.version = e.version
-     CROSS JOIN flowtrack.explain(v.graph::text, e.context::text) x
-     WHERE e.id = explain_execution.execution_id AND e.workspace_id = internal.require_workspace()
+RETURNS TABLE (node text, node_type text, runs boolean, reason text, log jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
+#variable_conflict use_column
+DECLARE
+    e api.workflow_executions;
+BEGIN
+    SELECT * INTO e FROM api.workflow_executions x
+     WHERE x.id = explain_execution.execution_id AND x.workspace_id = internal.require_workspace();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'execution_id: no execution % in this workspace', explain_execution.execution_id
+            USING ERRCODE = 'PT404', HINT = 'List executions with GET /workflow_executions.';
+    END IF;
+    -- The execution's log lines (one index scan by execution_id), per node
+    -- in order; nodes in the order their first line was written, then the
+    -- nodes that never ran in graph order.
+    RETURN QUERY
+    WITH lines AS (
+        SELECT coalesce(s.node_key, l.data ->> 'node') AS line_node,
+               pg_catalog.min(l.created_at) AS first_at,
+               pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                   'at', l.created_at, 'level', l.level, 'message', l.message,
+                   'duration_ms', l.duration_ms, 'data', l.data) ORDER BY l.created_at, l.seq) AS lines
+          FROM api.execution_logs l
+          LEFT JOIN api.execution_steps s ON s.id = l.step_id AND s.workspace_id = l.workspace_id
+         WHERE l.execution_id = e.id AND l.workspace_id = e.workspace_id
+         GROUP BY 1)
+    SELECT x.node, x.node_type, x.runs, x.reason, coalesce(g.lines, '[]'::jsonb)
+      FROM api.workflow_versions v
+     CROSS JOIN flowtrack.explain(v.graph::text, e.context::text) WITH ORDINALITY AS x (node, node_type, runs, reason, i)
+      LEFT JOIN lines g ON g.line_node = x.node
+     WHERE v.workflow_id = e.workflow_id AND v.version = e.version
+     ORDER BY g.first_at NULLS LAST, x.i;
+END
 $$;
 COMMENT ON FUNCTION api.explain_execution(uuid) IS
-  'Why each node of an execution''s pinned version was or was not taken, evaluated against the execution''s context.';
+  'Per node of an execution''s pinned version: whether it was taken and why (each edge condition against the execution''s context), and its log lines in order (log: [{at, level, message, duration_ms, data}]: started, completed, failed, retrying, waiting). Nodes that ran come first, in the order they ran. PT404 for an execution not in the caller''s workspace.';
 GRANT EXECUTE ON FUNCTION api.explain_execution(uuid) TO authenticated;
 
 -- ------------------------------------------------------------ executions ----
@@ -443,6 +471,15 @@ BEGIN
         SELECT e.id INTO execution_id FROM api.workflow_executions e
          WHERE e.workflow_id = w.id AND e.idempotency_key = start_execution.idempotency_key;
         RETURN;
+    END IF;
+    -- An unverified owner's workspace sends no email (sql/0011). Checked
+    -- here, before the engine, so the refusal keeps its SQLSTATE; the
+    -- owner lookup comes first, so a verified workspace reads no graph.
+    IF NOT coalesce(internal.owner_email_verified(ws), false)
+       AND EXISTS (SELECT 1 FROM api.workflow_versions v, jsonb_array_elements(v.graph -> 'nodes') n
+                    WHERE v.workflow_id = w.id AND v.version = w.published_version
+                      AND n ->> 'type' = 'ACTION_SEND_EMAIL') THEN
+        PERFORM internal.refuse_unverified_sender(ws);
     END IF;
     -- Advance the graph now, in this transaction: logic and lead updates
     -- run here, delays are scheduled, outside actions become jobs.
@@ -536,11 +573,17 @@ DECLARE
     err jsonb := jsonb_build_object('code', 'step_error', 'sqlstate', sqlstate, 'message', message);
     exec uuid;
     node text;
+    ws uuid;
+    took bigint;
 BEGIN
     UPDATE api.execution_steps s
        SET status = 'failed', error = err, completed_at = now(), attempt = s.attempt + 1
      WHERE s.id = step_id AND s.status IN ('scheduled', 'running', 'pending')
-    RETURNING s.execution_id, s.node_key INTO exec, node;
+    RETURNING s.execution_id, s.node_key, s.workspace_id, s.duration_ms INTO exec, node, ws, took;
+    IF exec IS NOT NULL THEN
+        PERFORM flowtrack.log_execution_event(ws, exec, step_id, 'error', 'failed: ' || message,
+                                              pg_catalog.jsonb_build_object('sqlstate', sqlstate), took);
+    END IF;
     UPDATE api.workflow_executions e
        SET status = 'failed', error = err || jsonb_build_object('node', node), completed_at = now()
      WHERE e.id = exec AND e.status IN ('queued', 'running', 'waiting');
@@ -550,7 +593,32 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 COMMENT ON FUNCTION internal.fail_step_with_error(uuid, text, text) IS
-  'Marks a step whose advance raised an error failed, and its execution failed with that error (code step_error, sqlstate, message, node). Used where one step''s failure must not roll back others: run_due_steps, job reports.';
+  'Marks a step whose advance raised an error failed (with an error log line), and its execution failed with that error (code step_error, sqlstate, message, node). Used where one step''s failure must not roll back others: run_due_steps, job reports.';
+
+-- A step's job that failed and will run again (the worker's fail_jobs with
+-- retry, or a lease that expired under a vanished worker): the one place
+-- both pass is the job going from running back to queued with its attempt
+-- counted (release_jobs gives the attempt back and is no retry).
+CREATE FUNCTION internal.log_step_retry() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM flowtrack.log_execution_event(
+        NEW.workspace_id, (NEW.payload ->> 'execution_id')::uuid, (NEW.payload ->> 'step_id')::uuid, 'warn',
+        pg_catalog.format('attempt %s failed, retrying: %s', NEW.attempts, NEW.last_error),
+        pg_catalog.jsonb_build_object('attempt', NEW.attempts, 'run_at', NEW.run_at),
+        (EXTRACT(epoch FROM pg_catalog.now() - NEW.created_at) * 1000)::bigint);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION internal.log_step_retry() IS
+  'AFTER UPDATE trigger on internal.jobs: a step''s job that goes back to the queue for another attempt leaves a warn line (attempt, error, when it runs again) in its execution''s log.';
+CREATE TRIGGER log_step_retry AFTER UPDATE OF status ON internal.jobs
+    FOR EACH ROW
+    WHEN (OLD.status = 'running' AND NEW.status = 'queued' AND NEW.attempts = OLD.attempts
+          AND NEW.workspace_id IS NOT NULL AND NEW.payload ? 'step_id' AND NEW.payload ? 'execution_id')
+    EXECUTE FUNCTION internal.log_step_retry();
+COMMENT ON TRIGGER log_step_retry ON internal.jobs IS
+  'Logs every retry of a step''s job (internal.log_step_retry); rows of other jobs and other updates (claims, heartbeats, releases) skip it in the WHEN clause.';
 
 -- A job that carries a step id finishes its step: the worker's reports
 -- (internal.complete_jobs, fail_jobs and the burials of dead jobs) continue
@@ -596,6 +664,11 @@ DECLARE
 BEGIN
     FOR due IN SELECT * FROM internal.due_steps(n) LOOP
         PERFORM flowtrack.act_for(due.workspace_id, 'owner');
+        -- Workers tick every second, several at once, and pg_cron every
+        -- minute: a step another caller holds or has completed is skipped,
+        -- not waited for.
+        PERFORM 1 FROM api.execution_steps s WHERE s.id = due.id AND s.status = 'scheduled' FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         -- Each step in its own subtransaction: a step whose advance fails
         -- rolls back alone and is recorded as failed; every other step (of
         -- every other tenant) in the batch still commits. A cancel or a
@@ -613,7 +686,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION internal.run_due_steps(integer) IS
-  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Returns the steps completed. Run by pg_cron every minute.';
+  'Completes delay steps whose run_at has come and advances their executions, each in its own subtransaction: a step whose advance fails is marked failed with its execution (internal.fail_step_with_error) and the rest of the batch commits. Steps another caller holds are skipped (SKIP LOCKED). Returns the steps completed. Run through internal.release_due_work by the worker every second and by pg_cron every minute.';
 
 RESET ROLE;
 GRANT SELECT (id, workspace_id, status, run_at) ON api.execution_steps TO flowtrack_resolver;

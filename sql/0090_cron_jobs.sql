@@ -48,8 +48,8 @@ INSERT INTO internal.maintenance_jobs (name, schedule, command, purpose) VALUES
      'SELECT internal.roll_over_quotas()',
      'Opens the next quota period of every workspace whose period ended.'),
     ('flowtrack-due-work', '* * * * *',
-     'SELECT internal.run_due_steps()',
-     'Completes delay steps that are due (the safety net behind the worker''s ticker).'),
+     'SELECT internal.release_due_work(1000)',
+     'Completes delay steps and fires schedules that are due (the safety net behind the worker''s ticker).'),
     ('flowtrack-cron-history', '41 4 * * *',
      $$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days'$$,
      'Keeps pg_cron''s own run log to a week: every-minute jobs add about 6,000 rows a day.');

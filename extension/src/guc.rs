@@ -30,6 +30,13 @@ static KEY_FILE: GucSetting<Option<OwnedCString>> = GucSetting::<Option<OwnedCSt
 static ACTIVE_KEY_ID: GucSetting<Option<OwnedCString>> =
     GucSetting::<Option<OwnedCString>>::new(None);
 static MAX_IMPORT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
+static EXECUTION_LOGS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `flowtrack.execution_logs`: whether the engine records execution log
+/// lines (graph/logs.rs).
+pub fn execution_logs() -> bool {
+    EXECUTION_LOGS.get()
+}
 
 /// `flowtrack.max_import_bytes`: the largest graph import accepted.
 pub fn max_import_bytes() -> i32 {
@@ -106,6 +113,16 @@ pub fn init() {
         &MAX_IMPORT_BYTES,
         1024,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // An operator's switch, superuser-only like the cap above: a tenant or
+    // the worker must not be able to turn its own logging off.
+    GucRegistry::define_bool_guc(
+        c"flowtrack.execution_logs",
+        c"Whether the graph engine writes api.execution_logs lines (step started, completed, failed, retrying).",
+        c"On by default. Off (postgresql.conf, ALTER DATABASE/ROLE ... SET as superuser) sheds the log's one INSERT per advancing transaction, e.g. for a bulk backfill; steps and executions are written either way.",
+        &EXECUTION_LOGS,
         GucContext::Suset,
         GucFlags::default(),
     );

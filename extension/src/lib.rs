@@ -18,6 +18,7 @@ mod interrupts;
 mod key_scope;
 mod partitions;
 mod quota;
+mod schedule;
 mod tenancy;
 mod wake;
 

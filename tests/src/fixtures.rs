@@ -48,7 +48,8 @@ pub async fn tenant(db: &Client, plan: &str) -> Tenant {
     for role in ROLES {
         let id: Uuid = db
             .query_one(
-                "INSERT INTO api.users (email, full_name) VALUES ($1, $2) RETURNING id",
+                // Verified, as after sign-up: the email gate (sql/0011) wants a verified owner.
+                "INSERT INTO api.users (email, full_name, email_verified_at) VALUES ($1, $2, now()) RETURNING id",
                 &[
                     &format!("{role}-{tag}@example.test"),
                     &format!("{role} {tag}"),
@@ -286,4 +287,40 @@ pub async fn quiet_others(db: &Client, mine: &[Uuid]) {
     )
     .await
     .expect("push other workspaces' leases ahead");
+}
+
+/// A workflow holding `flow` (React Flow JSON), published by its owner
+/// through the API and active.
+pub async fn active_workflow(db: &Client, t: &Tenant, flow: Value) -> Uuid {
+    let wf: Uuid = db
+        .query_one(
+            "INSERT INTO api.workflows (workspace_id, name) VALUES ($1, 'engine') RETURNING id",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "SELECT internal.store_flow(w, $2::text::jsonb) FROM api.workflows w WHERE id = $1",
+        &[&wf, &flow.to_string()],
+    )
+    .await
+    .unwrap();
+    let mut c = crate::connect().await;
+    let req = crate::Request::with_claims(t.claims("owner")).method("POST");
+    crate::pgrst(
+        &mut c,
+        &req,
+        "SELECT * FROM api.publish_workflow($1)",
+        &[&wf],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE api.workflows SET status = 'active' WHERE id = $1",
+        &[&wf],
+    )
+    .await
+    .unwrap();
+    wf
 }

@@ -342,37 +342,7 @@ async fn react_flow_round_trips_without_loss_and_publish_requires_validity() {
 
 /// A workflow of `flow`, published and active, in `t`.
 async fn active(db: &Client, t: &fixtures::Tenant, flow: Value) -> Uuid {
-    let wf: Uuid = db
-        .query_one(
-            "INSERT INTO api.workflows (workspace_id, name) VALUES ($1, 'engine') RETURNING id",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    db.execute(
-        "SELECT internal.store_flow(w, $2::text::jsonb) FROM api.workflows w WHERE id = $1",
-        &[&wf, &flow.to_string()],
-    )
-    .await
-    .unwrap();
-    let mut c = connect().await;
-    let req = Request::with_claims(t.claims("owner")).method("POST");
-    pgrst(
-        &mut c,
-        &req,
-        "SELECT * FROM api.publish_workflow($1)",
-        &[&wf],
-    )
-    .await
-    .unwrap();
-    db.execute(
-        "UPDATE api.workflows SET status = 'active' WHERE id = $1",
-        &[&wf],
-    )
-    .await
-    .unwrap();
-    wf
+    fixtures::active_workflow(db, t, flow).await
 }
 
 async fn lead(db: &Client, t: &fixtures::Tenant) -> Uuid {

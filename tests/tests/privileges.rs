@@ -562,8 +562,9 @@ const ANON_EXECUTES: [&str; 16] = [
 ];
 /// The queue, the step reports, a leased job's connection (its credentials,
 /// refreshed tokens and failure), the signing secrets of a leased webhook
-/// delivery, the claim readers.
-const WORKER_EXECUTES: [&str; 18] = [
+/// delivery, the claim readers, the tick that releases due delays and
+/// schedules.
+const WORKER_EXECUTES: [&str; 19] = [
     "flowtrack.current_user_id()",
     "flowtrack.current_workspace_id()",
     "flowtrack.current_workspace_role()",
@@ -579,6 +580,7 @@ const WORKER_EXECUTES: [&str; 18] = [
     "internal.heartbeat_jobs(text,uuid[],integer[])",
     "internal.job_connection(uuid,integer,boolean)",
     "internal.queue_status()",
+    "internal.release_due_work(integer)",
     "internal.release_jobs(text,uuid[],integer[])",
     "internal.store_connection_tokens(uuid,integer,jsonb,timestamp with time zone,timestamp with time zone)",
     "internal.webhook_signing_secrets(uuid,integer)",

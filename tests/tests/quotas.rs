@@ -611,3 +611,109 @@ async fn usage_events_get_increasing_ids() {
     assert_eq!(ids.len(), 3, "one event per call");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }
+
+/// Issue 12: every way out of "active and not deleted" frees the workflows
+/// slot (pause, archive, soft delete, delete), every way in takes one, and
+/// reconciliation repairs a gauge from the rows that exist.
+#[tokio::test]
+async fn workflow_slots_follow_every_way_in_and_out_and_reconcile_repairs_gauges() {
+    let db = connect().await;
+    let mut api = flowtrack_tests::connect_authenticator().await;
+    let t = fixtures::tenant(&db, "free").await; // 3 active workflows
+    let owner = flowtrack_tests::Request::with_claims(t.claims("owner")).method("POST");
+    let mut wfs = Vec::new();
+    for i in 0..4 {
+        wfs.push(fixtures::published_workflow(&db, &t, &format!("slot {i}")).await);
+    }
+    let activate = "SELECT id FROM api.activate_workflow($1)";
+    for wf in &wfs[..3] {
+        flowtrack_tests::pgrst(&mut api, &owner, activate, &[wf])
+            .await
+            .unwrap();
+    }
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 3);
+    let full = flowtrack_tests::pgrst(&mut api, &owner, activate, &[&wfs[3]])
+        .await
+        .unwrap_err();
+    assert_eq!(full.status, 429, "{full}");
+
+    // Archive, soft delete (a client PATCH of deleted_at), hard delete.
+    flowtrack_tests::pgrst(
+        &mut api,
+        &owner,
+        "SELECT id FROM api.archive_workflow($1)",
+        &[&wfs[0]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 2, "archived");
+    flowtrack_tests::pgrst(
+        &mut api,
+        &owner.clone().method("PATCH"),
+        "UPDATE api.workflows SET deleted_at = now() WHERE id = $1 RETURNING id",
+        &[&wfs[1]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        used(&db, t.workspace_id, "workflows").await,
+        1,
+        "soft-deleted"
+    );
+    flowtrack_tests::pgrst(
+        &mut api,
+        &owner.clone().method("DELETE"),
+        "DELETE FROM api.workflows WHERE id = $1 RETURNING id",
+        &[&wfs[2]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 0, "deleted");
+    // Every slot is back: three activations fit again, and restoring the
+    // soft-deleted active workflow takes a slot, refused when none is left.
+    flowtrack_tests::pgrst(&mut api, &owner, activate, &[&wfs[3]])
+        .await
+        .unwrap();
+    flowtrack_tests::pgrst(&mut api, &owner, activate, &[&wfs[0]])
+        .await
+        .unwrap();
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 2);
+    flowtrack_tests::pgrst(
+        &mut api,
+        &owner.clone().method("PATCH"),
+        "UPDATE api.workflows SET deleted_at = NULL WHERE id = $1 RETURNING id",
+        &[&wfs[1]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 3, "restored");
+
+    // Drift (as an older release left it) is repaired from the rows.
+    db.execute(
+        "UPDATE api.usage_quotas SET used = 1 WHERE workspace_id = $1 AND quota_key = 'workflows'",
+        &[&t.workspace_id],
+    )
+    .await
+    .unwrap();
+    let rows = db
+        .query(
+            "SELECT quota_key, recorded, recomputed FROM internal.reconcile_quotas($1)",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, [("workflows".to_string(), 1, 3)]);
+    assert_eq!(used(&db, t.workspace_id, "workflows").await, 3);
+    let again = db
+        .query(
+            "SELECT * FROM internal.reconcile_quotas($1)",
+            &[&t.workspace_id],
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "no drift after repair");
+}

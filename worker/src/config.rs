@@ -46,6 +46,9 @@ pub struct Config {
     pub report_flush: Duration,
     /// How often queue depth and lag are read for `/metrics`.
     pub queue_status_every: Duration,
+    /// How often `internal.release_due_work()` runs due delays and
+    /// schedules; `None` when off (pg_cron's minute tick alone).
+    pub tick: Option<Duration>,
 }
 
 impl fmt::Debug for Config {
@@ -66,6 +69,7 @@ impl fmt::Debug for Config {
             .field("report_batch", &self.report_batch)
             .field("report_flush", &self.report_flush)
             .field("queue_status_every", &self.queue_status_every)
+            .field("tick", &self.tick)
             .finish()
     }
 }
@@ -140,6 +144,7 @@ struct FileConfig {
     report_batch: Option<i64>,
     report_flush_ms: Option<i64>,
     queue_status_seconds: Option<f64>,
+    tick_ms: Option<i64>,
 }
 
 /// One setting: its file key and environment variable.
@@ -205,6 +210,11 @@ const QUEUE_STATUS: Key = Key {
     env: "FLOWTRACK_QUEUE_STATUS_SECONDS",
 };
 
+const TICK_MS: Key = Key {
+    file: "tick_ms",
+    env: "FLOWTRACK_TICK_MS",
+};
+
 /// The environment variables the worker reads, for `--help`.
 pub const ENV_HELP: &str = "\
 configuration (environment overrides the --config TOML file; file keys in brackets):
@@ -221,7 +231,8 @@ configuration (environment overrides the --config TOML file; file keys in bracke
   RUST_LOG                        [log_filter]        default info
   FLOWTRACK_REPORT_BATCH          [report_batch]      most outcomes per report call, default 256
   FLOWTRACK_REPORT_FLUSH_MS       [report_flush_ms]   longest an outcome waits for its batch, default 5
-  FLOWTRACK_QUEUE_STATUS_SECONDS  [queue_status_seconds] queue depth/lag refresh for /metrics, default 5";
+  FLOWTRACK_QUEUE_STATUS_SECONDS  [queue_status_seconds] queue depth/lag refresh for /metrics, default 5
+  FLOWTRACK_TICK_MS               [tick_ms]           runs due delays and schedules this often, default 1000; 0 = off";
 
 /// Where one raw value came from, for error messages.
 fn source(key: &Key, from_env: bool) -> String {
@@ -385,6 +396,7 @@ impl<'a> Loader<'a> {
         let report_flush_ms = self.int(&REPORT_FLUSH_MS, f.report_flush_ms, 5, 0, 10_000)?;
         let queue_status_every =
             self.seconds(&QUEUE_STATUS, f.queue_status_seconds, 5.0, 0.1, 3600.0)?;
+        let tick_ms = self.int(&TICK_MS, f.tick_ms, 1000, 0, 60_000)?;
         Ok(Config {
             database_url,
             worker_name,
@@ -400,6 +412,7 @@ impl<'a> Loader<'a> {
             report_batch,
             report_flush: Duration::from_millis(report_flush_ms as u64),
             queue_status_every,
+            tick: (tick_ms > 0).then(|| Duration::from_millis(tick_ms as u64)),
         })
     }
 }
@@ -462,6 +475,11 @@ mod tests {
         assert_eq!(c.metrics_addr, None);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.tick, Some(Duration::from_millis(1000)));
+        assert_eq!(
+            load(&[URL, ("FLOWTRACK_TICK_MS", "0")], None).unwrap().tick,
+            None
+        );
         assert!(c.pool_size >= 2);
         let pid = std::process::id().to_string();
         assert!(c.worker_name.contains(&pid), "{}", c.worker_name);

@@ -34,7 +34,7 @@ use crate::graph::condition::{self, lookup};
 use crate::graph::model::parse_json;
 use crate::graph::plan::{self, Branch, Plan};
 use crate::graph::registry::Executor;
-use crate::graph::spi;
+use crate::graph::{logs, spi};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -208,11 +208,40 @@ impl<'p> Run<'p> {
 
     pub fn fail(&mut self, code: &str, node: Option<usize>, message: String) {
         if self.error.is_none() {
-            self.error = Some(json!({
-                "code": code, "node": node.map(|n| self.key(n).to_string()), "message": message,
-            }));
+            let node = node.map(|n| self.key(n).to_string());
+            let data = json!({ "code": code, "node": node.clone() });
+            self.log(None, "error", &message, Some(data), None);
+            self.error = Some(json!({ "code": code, "node": node, "message": message }));
         }
         self.work.clear();
+    }
+
+    /// One execution log line, written with the transaction's others at
+    /// commit (graph/logs.rs).
+    fn log(
+        &self,
+        step: Option<&str>,
+        level: &'static str,
+        message: &str,
+        data: Option<Value>,
+        duration_ms: Option<i64>,
+    ) {
+        logs::push(
+            self.workspace_id,
+            self.execution_id,
+            step,
+            level,
+            message,
+            data.map(|d| d.to_string()),
+            duration_ms,
+        );
+    }
+
+    /// An inline step: it starts and finishes in the same instant, so one
+    /// line records both.
+    fn ran(&mut self, n: usize, output: Option<String>, message: &str) {
+        let id = self.new_step(n, "completed", 0.0, None, output);
+        self.log(Some(&id), "info", message, None, Some(0));
     }
 
     /// Start: enter the chosen triggers, and resolve every other node that
@@ -326,7 +355,7 @@ impl<'p> Run<'p> {
         match exec {
             Executor::Trigger => {
                 let out = self.ctx.get("trigger").cloned().unwrap_or(Value::Null);
-                self.new_step(n, "completed", 0.0, None, None);
+                self.ran(n, None, "completed");
                 self.work.push_back(Work::Finish(n, out, Branch::Done));
             }
             Executor::Condition => match &self.plan.node_cond[n] {
@@ -337,13 +366,19 @@ impl<'p> Run<'p> {
                 Ok(c) => {
                     let r = c.as_ref().is_none_or(|c| condition::eval(c, &self.ctx));
                     let out = json!({ "result": r });
-                    self.new_step(n, "completed", 0.0, None, Some(out.to_string()));
+                    let message = if r {
+                        "completed: true"
+                    } else {
+                        "completed: false"
+                    };
+                    self.ran(n, Some(out.to_string()), message);
                     self.work.push_back(Work::Finish(n, out, Branch::Cond(r)));
                 }
             },
             Executor::Delay => {
                 let secs = delay_seconds(&node.config);
-                self.new_step(n, "scheduled", secs, None, None);
+                let id = self.new_step(n, "scheduled", secs, None, None);
+                self.log(Some(&id), "info", &format!("waiting {secs}s"), None, None);
                 self.state.open += 1;
             }
             Executor::UpdateLead => {
@@ -393,7 +428,7 @@ impl<'p> Run<'p> {
                     }
                 }
                 let out = json!({ "status": now });
-                self.new_step(n, "completed", 0.0, None, Some(out.to_string()));
+                self.ran(n, Some(out.to_string()), "completed");
                 self.work.push_back(Work::Finish(n, out, Branch::Done));
             }
             Executor::AddLeadEvent => {
@@ -427,7 +462,7 @@ impl<'p> Run<'p> {
                         self.execution_id.into(),
                     ],
                 );
-                self.new_step(n, "completed", 0.0, None, None);
+                self.ran(n, None, "completed");
                 self.work
                     .push_back(Work::Finish(n, Value::Null, Branch::Done));
             }
@@ -450,6 +485,7 @@ impl<'p> Run<'p> {
                 );
                 p_insert(&mut payload, "node", json!(node.key));
                 let text = payload.to_string();
+                self.log(Some(&id), "info", &format!("started ({kind})"), None, None);
                 self.steps.push(NewStep {
                     id,
                     node: n,
@@ -609,7 +645,8 @@ fn p_insert(v: &mut Value, k: &str, x: Value) {
 }
 
 /// The triggers an ingress of `trigger_type` starts: those of the matching
-/// type (a form trigger only for its form), else every trigger.
+/// type (a form trigger only for its form, a schedule trigger only for the
+/// schedule that fired, `schedule.node` of the payload), else every trigger.
 pub fn start_nodes(plan: &Plan, trigger_type: &str, payload: &Value) -> Vec<usize> {
     let g = &plan.g;
     let wanted: &[&str] = match trigger_type {
@@ -620,11 +657,16 @@ pub fn start_nodes(plan: &Plan, trigger_type: &str, payload: &Value) -> Vec<usiz
         _ => &["TRIGGER_MANUAL"],
     };
     let form = payload.get("form").and_then(Value::as_str);
+    // A schedule fires its own node, not every schedule of the workflow.
+    let schedule = payload.pointer("/schedule/node").and_then(Value::as_str);
     let matching: Vec<usize> = (0..g.nodes.len())
         .filter(|&i| wanted.contains(&g.nodes[i].ntype.as_str()))
         .filter(|&i| {
             let want = g.nodes[i].config.get("form_id").and_then(Value::as_str);
             g.nodes[i].ntype != "TRIGGER_FORM" || form.is_none() || want.is_none() || want == form
+        })
+        .filter(|&i| {
+            g.nodes[i].ntype != "TRIGGER_SCHEDULE" || schedule.is_none_or(|k| k == g.nodes[i].key)
         })
         .collect();
     if matching.is_empty() {
@@ -668,7 +710,8 @@ const LOAD_STEP: &str =
         e.version::text, e.status, e.context::text, e.graph_state::text, e.step_count::text,
         e.max_steps::text, e.lead_id::text,
         (SELECT p.step_budget::text FROM api.workspaces w
-           JOIN api.subscription_plans p ON p.id = w.plan_id WHERE w.id = e.workspace_id)
+           JOIN api.subscription_plans p ON p.id = w.plan_id WHERE w.id = e.workspace_id),
+        (extract(epoch FROM now() - s.started_at) * 1000)::bigint::text
    FROM api.execution_steps s
    JOIN api.workflow_executions e ON e.id = s.execution_id AND e.workspace_id = s.workspace_id
   WHERE s.id = $1
@@ -687,7 +730,7 @@ fn uuid_of(s: &str) -> pgrx::Uuid {
 /// it, and carry the graph on. Returns the execution's status.
 pub fn close_step(step_id: pgrx::Uuid, output: Value, failed: bool) -> String {
     Spi::connect_mut(|client| {
-        let row = spi::rows(client, LOAD_STEP, &[step_id.into()], 13)
+        let row = spi::rows(client, LOAD_STEP, &[step_id.into()], 14)
             .into_iter()
             .next()
             .unwrap_or_else(|| {
@@ -722,6 +765,22 @@ pub fn close_step(step_id: pgrx::Uuid, output: Value, failed: bool) -> String {
                 out_text.into(),
                 err_text.into(),
             ],
+        );
+        let step = step_id.to_string();
+        let took = col(13).parse().ok();
+        let (level, message) = match (&output, failed) {
+            (_, false) => ("info", "completed".to_string()),
+            (Value::String(e), true) => ("error", format!("failed: {e}")),
+            (e, true) => ("error", format!("failed: {e}")),
+        };
+        logs::push(
+            uuid_of(&col(3)),
+            uuid_of(&col(2)),
+            Some(&step),
+            level,
+            &message,
+            None,
+            took,
         );
         if !matches!(exec_status.as_str(), "running" | "waiting" | "queued") {
             return exec_status;

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod arbitrary;
 pub mod condition;
 pub mod engine;
+pub mod logs;
 pub mod model;
 pub mod n8n;
 pub mod plan;

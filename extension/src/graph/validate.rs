@@ -9,7 +9,7 @@
 //! | `unreachable_node` | no path from any trigger |
 //! | `unbounded_cycle` | a cycle none of whose nodes sets `max_visits` |
 //! | `unknown_node_type` | type not in `api.node_types` |
-//! | `invalid_config` | config does not match the type's JSON Schema |
+//! | `invalid_config` | config does not match the type's JSON Schema, or a schedule's cron or timezone is invalid |
 //! | `invalid_condition` | an edge or LOGIC_CONDITION condition does not parse |
 
 use pgrx::prelude::*;
@@ -84,6 +84,16 @@ pub fn validate(g: &Graph, reg: &Registry) -> Vec<Problem> {
                 format!("node \"{}\" ({}): config{pointer} {msg}", n.key, n.ntype),
                 "See the type's config_schema in api.node_types.",
             ));
+        }
+        if n.ntype == "TRIGGER_SCHEDULE" {
+            if let Some((msg, hint)) = crate::schedule::config_problem(&n.config) {
+                out.push(Problem::node(
+                    "invalid_config",
+                    &n.key,
+                    format!("node \"{}\" ({}): {msg}", n.key, n.ntype),
+                    hint,
+                ));
+            }
         }
         if t.executor == registry::Executor::Condition {
             match n.config.get("condition") {

@@ -24,7 +24,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::raise;
 
-mod period;
+pub(crate) mod period;
 mod plans;
 
 use plans::{first_row_read_only, with_catalog_search_path, with_plan};

@@ -1,7 +1,8 @@
 //! `flowtrack-worker run`: the service. Tasks: the claimer (claims into
 //! `concurrency` slots, one task per job), the reporter (batched
-//! complete/fail), the heartbeat (extends leases), the queue-status refresher
-//! and the `/metrics` responder. Every database call goes through the pool and
+//! complete/fail), the heartbeat (extends leases), the queue-status refresher,
+//! the ticker (runs due delays and schedules every second) and the
+//! `/metrics` responder. Every database call goes through the pool and
 //! retries with backoff; nothing here exits on a database error.
 //!
 //! Shutdown (SIGTERM/SIGINT): claiming stops at once; jobs in flight get until
@@ -13,6 +14,7 @@ mod conn;
 mod heartbeat;
 mod leases;
 mod reporter;
+mod ticker;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -72,12 +74,21 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(worker = %config.worker_name, database = %redact_url(&config.database_url),
         concurrency = config.concurrency, claim_batch = config.claim_batch, wait_ms = config.wait.as_millis() as u64,
         pool_size = config.pool_size, grace_s = config.grace.as_secs_f64(),
-        metrics = ?config.metrics_addr, "worker starting");
+        metrics = ?config.metrics_addr, tick_ms = config.tick.map(|t| t.as_millis() as u64),
+        "worker starting");
 
     let mut background = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
         background.spawn(metrics_server::serve(listener, shared.metrics.clone()));
         background.spawn(refresh_queue_status(shared.clone(), stop_rx.clone()));
+    }
+    if let Some(every) = config.tick {
+        background.spawn(ticker::run(
+            config.database_url.clone(),
+            every,
+            shared.metrics.clone(),
+            stop_rx.clone(),
+        ));
     }
     let (beat_stop, beat_rx) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), beat_rx));
