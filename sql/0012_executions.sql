@@ -110,7 +110,8 @@ COMMENT ON COLUMN api.execution_logs.step_id IS 'The step the line is about (api
 COMMENT ON COLUMN api.execution_logs.duration_ms IS 'Milliseconds from the step''s start to this event (0 for a step that ran inline); NULL for a start.';
 COMMENT ON COLUMN api.execution_logs.seq IS 'Order of the line among those its transaction wrote (they share created_at, the commit''s clock).';
 
-SELECT internal.ensure_monthly_partitions('api.execution_logs'::regclass);
+-- Execution logs: 90 days (seed 000), monthly partitions dropped whole.
+SELECT internal.manage_partitions('api.execution_logs', 'monthly', premake => 4, retention => interval '90 days');
 
 SELECT flowtrack.enable_tenant_isolation(t, key_scope => 'executions')
   FROM unnest(ARRAY['api.workflow_executions', 'api.execution_steps', 'api.execution_logs']::regclass[]) AS t;

@@ -143,7 +143,11 @@ CREATE INDEX lead_events_lead ON api.lead_events (workspace_id, lead_id, occurre
 CREATE INDEX lead_events_type ON api.lead_events (workspace_id, event_type, occurred_at DESC);
 COMMENT ON TABLE api.lead_events IS
   'Everything that happened to a lead, with where it came from (source). Partitioned monthly; leads.last_activity_at and last_email_sent_at are kept from it.';
-SELECT internal.ensure_monthly_partitions('api.lead_events'::regclass);
+-- Lead events: one year. The schema states no period; the lead itself keeps
+-- what its timeline summarises (last_activity_at, last_email_sent_at, kept
+-- by the triggers below), so expiring old events loses nothing a lead shows,
+-- and a year matches the event retention of seeds 001 and 003.
+SELECT internal.manage_partitions('api.lead_events', 'monthly', premake => 4, retention => interval '1 year');
 
 -- Denormalised activity timestamps on leads, kept by statement-level
 -- triggers so a bulk import is one UPDATE per lead, not per event.

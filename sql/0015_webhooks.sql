@@ -95,7 +95,10 @@ CREATE INDEX webhook_deliveries_finished ON api.webhook_deliveries (finished_at)
 COMMENT ON COLUMN api.webhook_deliveries.finished_at IS 'When the delivery ended: succeeded, or failed for good (not set while retrying).';
 COMMENT ON TABLE api.webhook_deliveries IS
   'One row per event sent to an endpoint, updated after every attempt by internal.record_delivery: status, attempts, the last HTTP status, response (first 2 KB), duration and error. id is the webhook-id header, the same on every attempt. Partitioned monthly.';
-SELECT internal.ensure_monthly_partitions('api.webhook_deliveries'::regclass);
+-- Deliveries: 180 days. The schema states no period; this is the longest an
+-- execution is kept (failed runs, seed 002), so a kept execution always
+-- still shows its deliveries.
+SELECT internal.manage_partitions('api.webhook_deliveries', 'monthly', premake => 4, retention => interval '180 days');
 
 CREATE TABLE api.webhook_endpoint_events (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -26,7 +26,8 @@ COMMENT ON TABLE api.audit_logs IS
   'Append-only trail of changes to workflows, members, API keys, credentials, workspaces and billing: actor, action, before/after. Partitioned monthly; owners and admins read it.';
 COMMENT ON COLUMN api.audit_logs.ip_address IS
   'The client''s address as internal.client_ip() reads it: NULL unless the request came through a proxy listed in internal.trusted_proxies.';
-SELECT internal.ensure_monthly_partitions('api.audit_logs'::regclass);
+-- Audit: one year (seed 001).
+SELECT internal.manage_partitions('api.audit_logs', 'monthly', premake => 4, retention => interval '1 year');
 SELECT flowtrack.enable_tenant_isolation('api.audit_logs'::regclass, ARRAY['owner'], ARRAY['owner', 'admin']);
 GRANT SELECT ON api.audit_logs TO authenticated;
 

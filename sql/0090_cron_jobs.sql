@@ -11,10 +11,11 @@
 -- these rights. So nothing a job runs may be replaceable by a lesser role:
 -- the list, its commands and the entry points live in schema `maintenance`,
 -- owned by the superuser, and each entry point is SECURITY DEFINER owned by
--- flowtrack_maintenance (NOLOGIN, BYPASSRLS, only the privileges maintenance
--- needs). Whatever it calls in `internal` runs as that role, never as the
--- superuser, so taking over flowtrack_owner (which owns `internal`) gains
--- no superuser (issue 11 review).
+-- flowtrack_maintenance (NOLOGIN, BYPASSRLS, a member of flowtrack_owner).
+-- Whatever it calls in `internal` runs as that role, never as the
+-- superuser, so taking over flowtrack_owner (which owns `internal`) gains no
+-- superuser (issue 11 review): flowtrack_maintenance is the owner's rights
+-- plus BYPASSRLS, which acting for any workspace already amounts to.
 --
 -- Debian's pg_cron 1.4 schedules by the minute. Work that must happen within
 -- seconds (due delays and schedules) is released by the worker's ticker;
@@ -41,26 +42,19 @@ RESET ROLE;
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'flowtrack_maintenance') THEN
-        CREATE ROLE flowtrack_maintenance NOLOGIN NOINHERIT BYPASSRLS;
+        CREATE ROLE flowtrack_maintenance NOLOGIN BYPASSRLS;
     END IF;
 END
 $$;
 COMMENT ON ROLE flowtrack_maintenance IS
-  'Runs scheduled maintenance across tenants (retention, daily stats, quota rollover, due work, partitions) through the SECURITY DEFINER entry points in schema maintenance. BYPASSRLS; no login, no CREATE; only the privileges listed in sql/0090_cron_jobs.sql.';
--- What the maintenance functions read and write, and nothing else.
-GRANT USAGE ON SCHEMA api, internal, flowtrack TO flowtrack_maintenance;
+  'Runs scheduled maintenance across tenants (retention, daily stats, quota rollover, due work, partitions) through the SECURITY DEFINER entry points in schema maintenance: a member of flowtrack_owner (partition DDL runs as the tables'' owner) that bypasses RLS (it works across tenants), and cannot log in.';
+-- The owner's rights (its tables, its functions, DDL on its partitioned
+-- tables, which flowtrack.run_maintenance does only for a caller holding
+-- them) plus BYPASSRLS. Reaching it takes a superuser's call of one of the
+-- entry points below: nothing FlowTrack hands out becomes it.
+GRANT flowtrack_owner TO flowtrack_maintenance;
 GRANT pg_read_all_stats TO flowtrack_maintenance;  -- the daily-stats horizon reads every backend's xact_start
-GRANT SELECT ON api.workspaces, api.subscription_plans, api.leads, api.workflow_executions, api.usage_events,
-                api.webhook_deliveries, api.usage_quotas TO flowtrack_maintenance;
-GRANT DELETE ON api.workflow_executions, internal.dead_jobs, internal.usage_idempotency TO flowtrack_maintenance;
-GRANT SELECT ON internal.dead_jobs, internal.usage_idempotency TO flowtrack_maintenance;
-GRANT SELECT, INSERT, UPDATE ON api.workspace_daily_stats, internal.daily_stats_watermark TO flowtrack_maintenance;
-GRANT EXECUTE ON FUNCTION
-    internal.prune_history(timestamptz, integer), internal.prune_executions(timestamptz, integer),
-    internal.prune_dead_jobs(timestamptz, integer), internal.prune_usage_idempotency(timestamptz, integer),
-    internal.roll_up_daily_stats(), internal.daily_stats_horizon(),
-    internal.roll_over_quotas(), internal.sync_quotas(uuid), internal.release_due_work(integer)
-TO flowtrack_maintenance;
+GRANT EXECUTE ON FUNCTION flowtrack.run_maintenance(timestamptz, oid) TO flowtrack_maintenance;
 
 CREATE SCHEMA maintenance;
 COMMENT ON SCHEMA maintenance IS

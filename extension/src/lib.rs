@@ -16,6 +16,7 @@ mod graph;
 mod guc;
 mod interrupts;
 mod key_scope;
+mod partitions;
 mod quota;
 mod schedule;
 mod tenancy;
