@@ -10,6 +10,8 @@
 # execution; the goal is at most 1 KB (n8n stores about 3 KB per run) and a
 # total that plateaus once retention starts deleting.
 set -euo pipefail
+# BENCH_PSQL runs psql as the cluster's OS user through as_pg (as ./dev does).
+as_pg() { if [[ $EUID -eq 0 ]]; then (cd / && sudo -u postgres -- "$@"); else "$@"; fi; }
 psql_() { $BENCH_PSQL "$@"; }
 TOTAL=${BENCH_EXECUTIONS:-1000000}
 MONTHS=${BENCH_MONTHS:-8}
@@ -20,8 +22,9 @@ psql_ -v ON_ERROR_STOP=1 -f "$tmp/history.sql" >/dev/null
 # Months start at the next calendar month, so every simulated row is in the
 # future of the real clock and maintenance runs with now => the simulated time.
 base=$(psql_ -tAc "SELECT date_trunc('month', now()) + interval '1 month'")
-echo "template run: $(psql_ -tAc "SELECT (SELECT count(*) FROM api.execution_steps s JOIN bench.template t ON s.execution_id = t.id) || ' steps, '
-  || (SELECT count(*) FROM api.execution_logs l JOIN bench.template t ON l.execution_id = t.id) || ' log lines'")"
+echo "template run: $(psql_ -tAc "SELECT (SELECT count(*) FROM bench.template_steps) || ' steps, '
+  || (SELECT count(*) FROM bench.template_logs) || ' log lines, execution row '
+  || (SELECT pg_column_size(e.*) FROM bench.template_execution e) || ' bytes'")"
 echo
 echo "| month | pushed | kept | executions + steps + logs | bytes per kept execution | push s | maintenance + retention s |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

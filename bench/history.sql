@@ -34,6 +34,13 @@ SELECT internal.start_execution(f.workspace_id, f.id, 'manual', '{"source": "his
 
 CREATE TABLE bench.template AS
 SELECT e.id, e.workspace_id, e.created_at FROM api.workflow_executions e WHERE e.idempotency_key = 'template';
+-- Copies, not the live rows: simulated retention deletes the template too.
+CREATE TABLE bench.template_execution AS
+SELECT e.* FROM api.workflow_executions e JOIN bench.template t ON t.id = e.id;
+CREATE TABLE bench.template_steps AS
+SELECT s.* FROM api.execution_steps s JOIN bench.template t ON t.id = s.execution_id;
+CREATE TABLE bench.template_logs AS
+SELECT l.* FROM api.execution_logs l JOIN bench.template t ON t.id = l.execution_id;
 
 -- The columns a copy writes: every stored column but generated ones and a
 -- surrogate key that has a default; timestamps shift with the copy, the
@@ -75,11 +82,11 @@ BEGIN
       JOIN api.leads ld ON ld.workspace_id = w.id
      ORDER BY t;
     EXECUTE format('INSERT INTO api.workflow_executions (%s) SELECT %s FROM n, bench.template bench_t
-                      JOIN api.workflow_executions x ON x.id = bench_t.id ORDER BY n.t', e[1], e[2]);
+                      JOIN bench.template_execution x ON x.id = bench_t.id ORDER BY n.t', e[1], e[2]);
     EXECUTE format('INSERT INTO api.execution_steps (%s) SELECT %s FROM n, bench.template bench_t
-                      JOIN api.execution_steps x ON x.execution_id = bench_t.id ORDER BY n.t', s[1], s[2]);
+                      JOIN bench.template_steps x ON x.execution_id = bench_t.id ORDER BY n.t', s[1], s[2]);
     EXECUTE format('INSERT INTO api.execution_logs (%s) SELECT %s FROM n, bench.template bench_t
-                      JOIN api.execution_logs x ON x.execution_id = bench_t.id ORDER BY n.t', l[1], l[2]);
+                      JOIN bench.template_logs x ON x.execution_id = bench_t.id ORDER BY n.t', l[1], l[2]);
 END
 $$;
 
