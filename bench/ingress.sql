@@ -4,7 +4,8 @@
 -- the same version graph over the same tables.
 CREATE SCHEMA IF NOT EXISTS bench;
 BEGIN;
-INSERT INTO api.users (id, email, full_name) VALUES ('00000000-0000-4000-8000-00000000b001', 'bench@flowtrack.dev', 'Bench');
+-- Verified, like any workspace that sends email (the gate in sql/0011).
+INSERT INTO api.users (id, email, full_name, email_verified_at) VALUES ('00000000-0000-4000-8000-00000000b001', 'bench@flowtrack.dev', 'Bench', now());
 INSERT INTO api.workspaces (id, name, slug, plan_id, owner_user_id)
 SELECT '00000000-0000-4000-8000-00000000b0a1', 'Bench', 'bench', id, '00000000-0000-4000-8000-00000000b001'
   FROM api.subscription_plans WHERE code = 'enterprise';
@@ -54,6 +55,12 @@ BEGIN
     SELECT to_jsonb(l) INTO lead FROM api.leads l WHERE l.id = start_execution_plpgsql.lead_id;
     lead := lead || jsonb_build_object('fields', coalesce(lead -> 'custom_fields', '{}'));
     ctx := payload || jsonb_build_object('trigger', payload, 'lead', lead, 'steps', '{}'::jsonb);
+    -- The email gate, as internal.start_execution checks it.
+    IF NOT coalesce(internal.owner_email_verified(ws), false)
+       AND EXISTS (SELECT 1 FROM api.workflow_versions v, jsonb_array_elements(v.graph -> 'nodes') n
+                    WHERE v.workflow_id = w.id AND v.version = w.published_version AND n ->> 'type' = 'ACTION_SEND_EMAIL') THEN
+        PERFORM internal.refuse_unverified_sender(ws);
+    END IF;
     INSERT INTO api.workflow_executions AS x (workspace_id, workflow_id, version, status, trigger_type, trigger_payload,
                                               context, idempotency_key, lead_id, started_at)
     VALUES (ws, w.id, w.published_version, 'running', 'manual', payload, ctx, idempotency_key, lead_id, now())

@@ -46,10 +46,14 @@ CREATE TRIGGER meter_email BEFORE INSERT ON internal.jobs
 -- written. internal.start_execution also checks up front when the version
 -- it runs has an email step: a refusal raised inside the graph engine would
 -- reach the client as XX000 (pgrx knows only standard SQLSTATEs).
+-- PL/pgSQL, not SQL: it runs on every ingress, and a SQL function's query
+-- is planned again at every call; PL/pgSQL keeps the plan.
 CREATE FUNCTION internal.owner_email_verified(ws uuid) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT u.email_verified_at IS NOT NULL
-      FROM api.workspaces w JOIN api.users u ON u.id = w.owner_user_id WHERE w.id = ws
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT u.email_verified_at IS NOT NULL
+              FROM api.workspaces w JOIN api.users u ON u.id = w.owner_user_id WHERE w.id = ws);
+END
 $$;
 COMMENT ON FUNCTION internal.owner_email_verified(uuid) IS
   'Whether workspace ws''s owner has a verified email address. Runs as its caller, who must be acting for ws.';
