@@ -145,7 +145,10 @@ async fn the_tenant_override_is_scoped_to_the_function_that_sets_it() {
     .await;
     // flowtrack_maintenance is a member of the owner (sql/0090): it is the
     // owner's rights, reached only through the superuser's pg_cron jobs.
-    assert_eq!(act_for_callers, ["flowtrack_maintenance", "flowtrack_owner"]);
+    assert_eq!(
+        act_for_callers,
+        ["flowtrack_maintenance", "flowtrack_owner"]
+    );
 }
 
 /// PUBLIC executes nothing of ours: every function is granted to the roles
