@@ -26,37 +26,7 @@ fn flow() -> Value {
 
 /// A workflow of `flow`, published through the API and active, in `t`.
 async fn active(db: &Client, t: &fixtures::Tenant, flow: Value) -> Uuid {
-    let wf: Uuid = db
-        .query_one(
-            "INSERT INTO api.workflows (workspace_id, name) VALUES ($1, 'logged') RETURNING id",
-            &[&t.workspace_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    db.execute(
-        "SELECT internal.store_flow(w, $2::text::jsonb) FROM api.workflows w WHERE id = $1",
-        &[&wf, &flow.to_string()],
-    )
-    .await
-    .unwrap();
-    let mut c = connect_authenticator().await;
-    let req = Request::with_claims(t.claims("owner")).method("POST");
-    pgrst(
-        &mut c,
-        &req,
-        "SELECT * FROM api.publish_workflow($1)",
-        &[&wf],
-    )
-    .await
-    .unwrap();
-    db.execute(
-        "UPDATE api.workflows SET status = 'active' WHERE id = $1",
-        &[&wf],
-    )
-    .await
-    .unwrap();
-    wf
+    fixtures::active_workflow(db, t, flow).await
 }
 
 async fn start(db: &Client, t: &fixtures::Tenant, wf: Uuid, key: &str) -> Uuid {
