@@ -106,6 +106,31 @@ COMMENT ON FUNCTION api.validate_workflow(uuid) IS
   'Every problem of the workflow''s draft graph and settings at once, as (code, node, edge, message, hint). No rows: it can be published. Codes: dangling_edge, unreachable_node, missing_trigger, unbounded_cycle, unknown_node_type, invalid_config, invalid_condition, invalid_node, duplicate_node, duplicate_edge, too_many_schedules, invalid_setting, max_steps_over_plan.';
 GRANT EXECUTE ON FUNCTION api.validate_workflow(uuid) TO authenticated;
 
+-- What publishing and rollback share: the problems of a graph and the
+-- workflow's settings, and snapshotting a graph as the next version.
+CREATE FUNCTION internal.graph_problems(w api.workflows, graph jsonb, OUT found jsonb, OUT n integer)
+LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), pg_catalog.count(*)::integer
+      FROM (SELECT * FROM flowtrack.validate_graph(graph::text) UNION ALL SELECT * FROM internal.settings_problems(w)) v
+$$;
+COMMENT ON FUNCTION internal.graph_problems(api.workflows, jsonb) IS
+  'Every validation problem of graph and of w''s settings, as a JSON array (NULL when none), and how many.';
+
+CREATE FUNCTION internal.publish_graph(w api.workflows, graph jsonb, change_note text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    next_version integer;
+BEGIN
+    SELECT coalesce(max(v.version), 0) + 1 INTO next_version FROM api.workflow_versions v WHERE v.workflow_id = w.id;
+    INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
+    VALUES (w.workspace_id, w.id, next_version, graph, change_note, flowtrack.current_user_id());
+    UPDATE api.workflows x SET published_version = next_version, published_at = pg_catalog.now() WHERE x.id = w.id;
+    RETURN next_version;
+END
+$$;
+COMMENT ON FUNCTION internal.publish_graph(api.workflows, jsonb, text) IS
+  'Snapshots graph as the next immutable version of w (locked by the caller) and makes it the published one; returns its number.';
+
 CREATE FUNCTION api.publish_workflow(workflow_id uuid, change_note text DEFAULT NULL)
 RETURNS TABLE (version integer, problems integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET flowtrack.workspace_id = '' AS $$
@@ -114,20 +139,14 @@ DECLARE
     graph jsonb := internal.workflow_graph(w.id);
     found jsonb;
     n integer;
-    next_version integer;
 BEGIN
-    SELECT jsonb_agg(to_jsonb(v)), count(*) INTO found, n
-      FROM (SELECT * FROM flowtrack.validate_graph(graph::text) UNION ALL SELECT * FROM internal.settings_problems(w)) v;
+    SELECT p.found, p.n INTO found, n FROM internal.graph_problems(w, graph) p;
     IF n > 0 THEN
         RAISE EXCEPTION 'workflow_id: workflow % has % validation problem(s); first: %', w.id, n, found -> 0 ->> 'message'
             USING ERRCODE = '23514', DETAIL = found::text,
                   HINT = 'Fix every problem listed (POST /rpc/validate_workflow), then publish again.';
     END IF;
-    SELECT coalesce(max(v.version), 0) + 1 INTO next_version FROM api.workflow_versions v WHERE v.workflow_id = w.id;
-    INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
-    VALUES (w.workspace_id, w.id, next_version, graph, change_note, flowtrack.current_user_id());
-    UPDATE api.workflows SET published_version = next_version, published_at = now() WHERE id = w.id;
-    RETURN QUERY SELECT next_version, 0;
+    RETURN QUERY SELECT internal.publish_graph(w, graph, change_note), 0;
 END
 $$;
 COMMENT ON FUNCTION api.publish_workflow(uuid, text) IS
@@ -157,6 +176,15 @@ $$;
 COMMENT ON FUNCTION internal.version_graph(api.workflows, integer, text) IS
   'The graph of one published version of w, or its draft when version is NULL; PT404 naming field when there is no such version.';
 
+CREATE FUNCTION internal.graph_items(graph jsonb) RETURNS TABLE (kind text, key text, doc jsonb)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'node', n ->> 'id', n #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(graph -> 'nodes') n
+    UNION ALL
+    SELECT 'edge', e ->> 'id', e #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(graph -> 'edges') e
+$$;
+COMMENT ON FUNCTION internal.graph_items(jsonb) IS
+  'A canonical graph''s nodes and edges by id, each without its canvas-ordering bookkeeping (ui.$rf): what a version diff compares.';
+
 CREATE FUNCTION api.diff_workflow_versions(workflow_id uuid, from_version integer, to_version integer DEFAULT NULL)
 RETURNS TABLE (kind text, key text, change text, fields text[], before jsonb, after jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -167,14 +195,8 @@ DECLARE
     b jsonb := internal.version_graph(w, to_version, 'to_version');
 BEGIN
     RETURN QUERY
-    WITH old AS (SELECT 'node'::text AS kind, n ->> 'id' AS key, n #- '{ui,$rf}' AS doc
-                   FROM pg_catalog.jsonb_array_elements(a -> 'nodes') n
-                 UNION ALL
-                 SELECT 'edge', e ->> 'id', e #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(a -> 'edges') e),
-         new AS (SELECT 'node'::text AS kind, n ->> 'id' AS key, n #- '{ui,$rf}' AS doc
-                   FROM pg_catalog.jsonb_array_elements(b -> 'nodes') n
-                 UNION ALL
-                 SELECT 'edge', e ->> 'id', e #- '{ui,$rf}' FROM pg_catalog.jsonb_array_elements(b -> 'edges') e)
+    WITH old AS (SELECT * FROM internal.graph_items(a)),
+         new AS (SELECT * FROM internal.graph_items(b))
     SELECT coalesce(o.kind, n.kind), coalesce(o.key, n.key),
            CASE WHEN o.doc IS NULL THEN 'added' WHEN n.doc IS NULL THEN 'removed' ELSE 'changed' END,
            CASE WHEN o.doc IS NOT NULL AND n.doc IS NOT NULL THEN
@@ -211,19 +233,14 @@ BEGIN
             USING ERRCODE = 'PT409', HINT = 'Roll back to an earlier version.';
     END IF;
     -- Node types and plan limits may have changed since that version was published.
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), pg_catalog.count(*) INTO found, n
-      FROM (SELECT * FROM flowtrack.validate_graph(graph::text) UNION ALL SELECT * FROM internal.settings_problems(w)) v;
+    SELECT p.found, p.n INTO found, n FROM internal.graph_problems(w, graph) p;
     IF n > 0 THEN
         RAISE EXCEPTION 'to_version: version % of workflow % no longer validates (% problem(s)); first: %',
                         to_version, w.id, n, found -> 0 ->> 'message'
             USING ERRCODE = '23514', DETAIL = found::text,
                   HINT = 'Fix the draft and publish it instead (POST /rpc/validate_workflow lists the problems).';
     END IF;
-    SELECT coalesce(max(v.version), 0) + 1 INTO next_version FROM api.workflow_versions v WHERE v.workflow_id = w.id;
-    INSERT INTO api.workflow_versions (workspace_id, workflow_id, version, graph, change_note, created_by)
-    VALUES (w.workspace_id, w.id, next_version, graph,
-            coalesce(change_note, pg_catalog.format('Rollback to version %s', to_version)), flowtrack.current_user_id());
-    UPDATE api.workflows x SET published_version = next_version, published_at = pg_catalog.now() WHERE x.id = w.id;
+    next_version := internal.publish_graph(w, graph, coalesce(change_note, pg_catalog.format('Rollback to version %s', to_version)));
     -- The draft follows, so the next publish starts from what now runs.
     DELETE FROM api.workflow_edges e WHERE e.workflow_id = w.id;
     DELETE FROM api.workflow_nodes d WHERE d.workflow_id = w.id;
