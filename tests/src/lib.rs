@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod graphs;
 pub mod http_sink;
 pub mod jwt;
+pub mod notices;
 pub mod private_db;
 
 use serde_json::Value;

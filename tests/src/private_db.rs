@@ -4,16 +4,16 @@
 //! pg_cron's database, so pg_cron is absent there and nothing runs in it
 //! behind the test's back.
 
-use std::sync::{Arc, Mutex};
+use tokio_postgres::Client;
 
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use crate::notices::{connect_collecting, Notice, Notices};
 
 /// A migrated private database; dropped when [`PrivateDb::drop_now`] runs.
 pub struct PrivateDb {
     pub name: String,
     pub url: String,
     pub db: Client,
-    notices: Arc<Mutex<Vec<String>>>,
+    notices: Notices,
 }
 
 impl PrivateDb {
@@ -52,9 +52,9 @@ impl PrivateDb {
         }
     }
 
-    /// The NOTICE messages (with their hints) received so far.
-    pub fn notices(&self) -> Vec<String> {
-        self.notices.lock().unwrap().clone()
+    /// The notices the migrations (and anything since) raised.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.notices.seen()
     }
 
     /// Drops the database (its own connections first).
@@ -69,29 +69,4 @@ impl PrivateDb {
             .await
             .unwrap_or_else(|e| panic!("drop database {}: {e}", self.name));
     }
-}
-
-/// A connection whose notices are kept, not dropped.
-pub async fn connect_collecting(url: &str) -> (Client, Arc<Mutex<Vec<String>>>) {
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    let notices = Arc::new(Mutex::new(Vec::new()));
-    let sink = notices.clone();
-    tokio::spawn(async move {
-        while let Some(message) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            match message {
-                Ok(AsyncMessage::Notice(n)) => {
-                    let text = match n.hint() {
-                        Some(h) => format!("{} (hint: {h})", n.message()),
-                        None => n.message().to_string(),
-                    };
-                    sink.lock().unwrap().push(text);
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-    (client, notices)
 }

@@ -120,7 +120,7 @@ async fn an_open_transaction_holds_the_watermark_back_until_it_commits() {
     let leads = |s: Option<(i32, i32, i32, i32, i32)>| s.map_or(0, |s| s.0);
     let base = leads(day_stats(db, t.workspace_id, &today).await);
 
-    let (mut other, _) = flowtrack_tests::private_db::connect_collecting(&private.url).await;
+    let (mut other, _) = flowtrack_tests::notices::connect_collecting(&private.url).await;
     let tx = other.transaction().await.unwrap();
     tx.execute(
         "INSERT INTO api.leads (workspace_id, email) VALUES ($1, 'slow@example.test')",

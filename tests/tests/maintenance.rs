@@ -202,7 +202,8 @@ async fn without_pg_cron_migrations_notice_and_everything_else_works() {
     assert!(
         notices
             .iter()
-            .any(|n| n.contains("pg_cron is not available") && n.contains("maintenance.jobs")),
+            .any(|n| n.message.contains("pg_cron is not available")
+                && n.hint.as_deref().unwrap_or("").contains("maintenance.jobs")),
         "expected a NOTICE about pg_cron, got {notices:?}"
     );
     let db = &private.db;

@@ -11,9 +11,9 @@
 use std::collections::BTreeSet;
 
 use flowtrack_tests::fixtures::{self, Populated, Tenant};
+use flowtrack_tests::notices::{connect_collecting, Notices};
 use flowtrack_tests::{column, connect, connect_to};
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::Client;
 
 /// Roles that can log in, and the roles a login may become (PostgREST's).
 const LOGIN_ROLES: [&str; 2] = ["authenticator", "flowtrack_worker"];
@@ -224,35 +224,6 @@ async fn no_role_we_hand_out_can_create_anything() {
     .await;
 }
 
-/// A connection whose server notices are collected, so a NOTICE raised
-/// anywhere (even in a call that then fails and rolls back) is seen.
-async fn connect_collecting(url: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            match msg {
-                Ok(AsyncMessage::Notice(n)) => {
-                    let _ = tx.send(n.message().to_string());
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-    (client, rx)
-}
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Ok(m) = rx.try_recv() {
-        out.push(m);
-    }
-    out
-}
-
 /// The intruder's kit: `pg_temp.evil()` reports the role it runs as; a
 /// temporary view named after every catalog and every relation of ours
 /// calls it per row, and temporary domains shadow common type names. Run
@@ -325,7 +296,7 @@ fn sample(arg_type: &str, ids: &[String; 2], pick: usize) -> String {
 /// the evil function ran as a role not in `allowed`.
 async fn call_everything(
     db: &Client,
-    rx: &mut mpsc::UnboundedReceiver<String>,
+    notices: &Notices,
     allowed: &[&str],
     calls_first: &[String],
     ids: &[String; 2],
@@ -369,17 +340,17 @@ async fn call_everything(
         }
     }
     let mut climbed = Vec::new();
-    drain(rx);
+    notices.take();
     for call in &calls {
         db.batch_execute("SAVEPOINT call").await.unwrap();
         let _ = db.batch_execute(call).await;
         db.batch_execute("ROLLBACK TO SAVEPOINT call")
             .await
             .unwrap();
-        for notice in drain(rx) {
-            if let Some(ran_as) = notice.strip_prefix("EVIL ran as ") {
+        for notice in notices.take() {
+            if let Some(ran_as) = notice.message.strip_prefix("EVIL ran as ") {
                 if !allowed.contains(&ran_as) {
-                    climbed.push(format!("{call}: {notice}"));
+                    climbed.push(format!("{call}: {}", notice.message));
                 }
             }
         }
@@ -434,7 +405,7 @@ async fn shadowing_catalogs_and_relations_runs_nothing_as_another_role() {
     let mut report = Vec::new();
     let mut total = 0;
     for login in LOGIN_ROLES {
-        let (db, mut rx) = connect_collecting(&url).await;
+        let (db, notices) = connect_collecting(&url).await;
         db.batch_execute(&format!(
             "BEGIN; SELECT set_config('search_path', 'api, public', true);
              GRANT TEMPORARY ON DATABASE {} TO {login}; SET LOCAL ROLE {login};",
@@ -463,8 +434,14 @@ async fn shadowing_catalogs_and_relations_runs_nothing_as_another_role() {
             .await
             .unwrap();
             let ids = [t.workspace_id.to_string(), p.workflow_id.to_string()];
-            let (climbed, n) =
-                call_everything(&db, &mut rx, &[login, role], &realistic_calls(&t, &p), &ids).await;
+            let (climbed, n) = call_everything(
+                &db,
+                &notices,
+                &[login, role],
+                &realistic_calls(&t, &p),
+                &ids,
+            )
+            .await;
             total += n;
             report.extend(
                 climbed
